@@ -1,0 +1,121 @@
+"""Command line: thin over the library; known errors become one line and an exit code.
+
+Heavy libraries (torch, the models) are imported only by the commands that need them, so
+`driver validate` answers in a second.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import warnings
+import sys
+from pathlib import Path
+
+from driver import __version__
+from driver.errors import DriverError
+
+EXIT_INTERRUPTED = 130
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _cmd_validate(args: argparse.Namespace) -> int:
+    from driver.correction import resolve_softening_scale
+    from driver.recipe import load_recipe
+    from driver.structure import load_structure
+
+    for path in args.recipes:
+        recipe, _ = load_recipe(path)
+        atoms = load_structure(recipe.structure)
+        if recipe.correction is not None:
+            resolve_softening_scale(recipe.correction, recipe.model)
+        from driver.jobs import plan_jobs
+
+        jobs = ", ".join(job.name for job in plan_jobs(recipe))
+        print(f"{path}: ok ({atoms.get_chemical_formula()}, {len(atoms)} atoms, {recipe.model.name}; jobs: {jobs})")
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from driver.recipe import load_recipe
+    from driver.report import format_report
+    from driver.runner import run_recipe
+
+    recipe, text = load_recipe(args.recipe)
+    # Slurm preempts with SIGTERM: treat it like Ctrl-C so files are closed and marked.
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    report = run_recipe(recipe, text, out=args.out, overwrite=args.overwrite)
+    print(format_report(report))
+    return 1 if report.failed else 0
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from driver.inspect_h5 import describe
+
+    for path in args.files:
+        print(describe(path))
+    return 0
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from driver.models.catalog import describe_models
+
+    print(describe_models())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="driver", description="Simulations with universal ML potentials, "
+                                     "raw or with the PES-softening correction.")
+    parser.add_argument("--version", action="version", version=f"umlip-driver {__version__}")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run a recipe")
+    run.add_argument("recipe")
+    run.add_argument("--out", help="output folder (default: the recipe's output.directory or runs/<name>)")
+    run.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
+    run.set_defaults(handler=_cmd_run)
+
+    validate = commands.add_parser("validate", help="check recipes without running them")
+    validate.add_argument("recipes", nargs="+")
+    validate.set_defaults(handler=_cmd_validate)
+
+    inspect = commands.add_parser("inspect", help="show what an output .h5 file holds")
+    inspect.add_argument("files", nargs="+")
+    inspect.set_defaults(handler=_cmd_inspect)
+
+    models = commands.add_parser("models", help="list model families and where weights are found")
+    models.set_defaults(handler=_cmd_models)
+    return parser
+
+
+def _quiet_known_library_warnings() -> None:
+    """Warnings the user cannot act on; everything else still shows."""
+    warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")
+    warnings.filterwarnings("ignore", message=".*TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD")
+    warnings.filterwarnings("ignore", message=".*torch.load.*weights_only")
+    warnings.filterwarnings("ignore", message="Only FixAtoms and FixCartesian is supported by Pymatgen")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_known_library_warnings()
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    try:
+        return args.handler(args)
+    except DriverError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: files closed; summary.json marks the interrupted job", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,21 @@
+"""The project's own exception types; the CLI turns each into one line and an exit code."""
+
+from __future__ import annotations
+
+
+class DriverError(Exception):
+    """Base class for errors a user should see as one line, never as a traceback."""
+
+    exit_code = 1
+
+
+class InputError(DriverError):
+    """Bad input: recipe, structure, model spec, label file or argument (exit code 2)."""
+
+    exit_code = 2
+
+
+class SimulationError(DriverError):
+    """A simulation that started but failed; the message carries its diagnosis (exit code 1)."""
+
+    exit_code = 1

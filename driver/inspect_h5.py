@@ -1,0 +1,53 @@
+"""`driver inspect`: say what an output file holds, without the user learning h5py."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import h5py
+
+from driver.errors import InputError
+
+_LONG_ATTRIBUTES = {"recipe", "package_versions"}
+
+
+def describe(path: str | Path) -> str:
+    path = Path(path)
+    try:
+        handle = h5py.File(path, "r")
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
+    lines = []
+    with handle:
+        lines.append(f"{path}: status {handle.attrs.get('status', 'unknown')}")
+        if "particles/all/species" in handle:
+            symbols = json.loads(handle["particles/all/species"].attrs.get("symbols", "[]"))
+            lines.append(f"  atoms: {len(symbols)}")
+        if "particles/all/position/value" in handle:
+            time = handle["particles/all/position/time"]
+            frames = time.shape[0]
+            span = f", t = {time[0]:g} … {time[-1]:g} {time.attrs.get('unit', '')}" if frames else ""
+            lines.append(f"  frames: {frames}{span}")
+
+        def visit(name: str, item) -> None:
+            if isinstance(item, h5py.Dataset):
+                unit = item.attrs.get("unit")
+                lines.append(f"  {name}  {item.shape} {item.dtype}" + (f" [{unit}]" if unit else ""))
+
+        handle.visititems(visit)
+        for group_name in ("parameters", "results"):
+            if group_name not in handle:
+                continue
+            groups = [handle[group_name]]
+            handle[group_name].visit(lambda n: groups.append(handle[group_name][n]))
+            for group in groups:
+                if not isinstance(group, h5py.Group) or not group.attrs:
+                    continue
+                lines.append(f"  {group.name}:")
+                for key, value in group.attrs.items():
+                    text = "(…)" if key in _LONG_ATTRIBUTES else str(value)
+                    lines.append(f"    {key} = {text}")
+    return "\n".join(lines)

@@ -1,0 +1,255 @@
+"""Recipe schema: what a user may write in recipe.yaml, validated before anything heavy runs.
+
+Paths inside a recipe are relative to the recipe file, so a recipe and its structure files can
+be moved together. Every validation failure becomes one `InputError` naming the file and field.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from driver.errors import InputError
+
+MODEL_FAMILIES = ("chgnet", "m3gnet", "mace-mp-0")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _resolve_existing(value: str | None, info: ValidationInfo, what: str) -> str | None:
+    """Resolve a path against the recipe's folder and insist it exists."""
+    if value is None:
+        return None
+    base = Path((info.context or {}).get("base_dir", "."))
+    path = Path(os.path.expanduser(value))
+    if not path.is_absolute():
+        path = base / path
+    if not path.exists():
+        raise ValueError(f"{what} not found: {path}")
+    return str(path.resolve())
+
+
+class StructureSpec(_Strict):
+    """The starting structure: any file ASE reads, optionally repeated into a supercell."""
+
+    file: str
+    index: int = Field(-1, description="frame to take from a multi-frame file")
+    supercell: tuple[int, int, int] | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file_exists(cls, value: str, info: ValidationInfo) -> str:
+        return _resolve_existing(value, info, "structure file")
+
+    @field_validator("supercell")
+    @classmethod
+    def _positive_repeats(cls, value):
+        if value is not None and min(value) < 1:
+            raise ValueError(f"repeats must be >= 1, got {list(value)}")
+        return value
+
+
+class ModelSpec(_Strict):
+    """Which uMLIP to load, from where, on which device and in which precision."""
+
+    name: str
+    variant: str | None = Field(
+        None,
+        description="chgnet version (0.3.0), matgl model name, or MACE-MP size (small, medium, ...)",
+    )
+    checkpoint: str | None = Field(None, description="fine-tuned weights file or folder")
+    models_dir: str | None = Field(None, description="folder holding model weights")
+    device: str = "auto"
+    dtype: Literal["float32", "float64"] = "float32"
+
+    @field_validator("name")
+    @classmethod
+    def _known_family(cls, value: str) -> str:
+        if value not in MODEL_FAMILIES:
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(MODEL_FAMILIES)}")
+        return value
+
+    @field_validator("checkpoint")
+    @classmethod
+    def _checkpoint_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve_existing(value, info, "checkpoint")
+
+    @field_validator("models_dir")
+    @classmethod
+    def _models_dir_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve_existing(value, info, "models directory")
+
+    @field_validator("device")
+    @classmethod
+    def _device_form(cls, value: str) -> str:
+        if value == "auto" or value == "cpu" or value == "cuda" or value.startswith("cuda:"):
+            return value
+        raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
+
+
+class CorrectionSpec(_Strict):
+    """The softening correction: a scale given inline, or a file written by `driver fit`."""
+
+    scale: float | None = Field(None, gt=0)
+    file: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve_existing(value, info, "correction file")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> "CorrectionSpec":
+        if (self.scale is None) == (self.file is None):
+            raise ValueError("give exactly one of 'scale' or 'file'")
+        return self
+
+
+class RelaxSpec(_Strict):
+    """Pre-relaxation of positions (cell fixed) with the raw model before dynamics."""
+
+    fmax_eV_A: float = Field(0.05, gt=0)
+    max_steps: int = Field(200, ge=1)
+
+
+Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk"]
+
+
+class MDTask(_Strict):
+    """Molecular dynamics with one of ASE's integrators; one job per temperature."""
+
+    kind: Literal["md"]
+    ensemble: Ensemble = "nvt_langevin"
+    timestep_fs: float = Field(gt=0)
+    steps: int = Field(ge=1)
+    temperature_K: Union[float, list[float]]
+    seed: int = 0
+    friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction")
+    tdamp_fs: float = Field(100.0, gt=0, description="thermostat time constant")
+    pressure_GPa: float = 0.0
+    pdamp_fs: float = Field(1000.0, gt=0, description="barostat time constant")
+    compressibility_per_GPa: float = Field(
+        0.01, gt=0, description="Berendsen barostat compressibility"
+    )
+    relax: RelaxSpec | None = None
+
+    @field_validator("temperature_K")
+    @classmethod
+    def _positive_temperatures(cls, value):
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("must list at least one temperature")
+        for t in values:
+            if not t > 0:
+                raise ValueError(f"must be > 0, got {t:g}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"temperatures repeat: {values}")
+        return value
+
+    @property
+    def temperatures_K(self) -> list[float]:
+        return list(self.temperature_K) if isinstance(self.temperature_K, list) else [
+            self.temperature_K
+        ]
+
+
+Task = Annotated[Union[MDTask], Field(discriminator="kind")]
+
+
+class OutputSpec(_Strict):
+    """Where and how often results are written; datasets are chunked and extended as frames come."""
+
+    directory: str | None = Field(None, description="default: runs/<name> in the working folder")
+    write_every: int = Field(10, ge=1, description="MD steps between stored frames")
+    flush_every: int = Field(10, ge=1, description="stored frames between flushes to disk")
+    compression: Literal["gzip", "lzf"] | None = None
+    forces: bool = True
+    velocities: bool = True
+
+
+class Recipe(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    structure: StructureSpec
+    model: ModelSpec
+    correction: CorrectionSpec | None = None
+    compare: bool = False
+    task: Task
+    output: OutputSpec = OutputSpec()
+
+    @model_validator(mode="after")
+    def _compare_needs_correction(self) -> "Recipe":
+        if self.compare and self.correction is None:
+            raise ValueError("compare: true needs a correction to compare against")
+        return self
+
+
+_TYPE_PHRASES = {
+    "greater_than": lambda e: f"must be > {e['ctx']['gt']}",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}",
+    "missing": lambda e: "is required",
+    "extra_forbidden": lambda e: "unknown key",
+    "string_pattern_mismatch": lambda e: "must start with a letter or digit and use only letters, "
+    "digits, '_', '.', '-'",
+}
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """One readable phrase for one pydantic error, with the offending value."""
+    location = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    # Discriminated unions put the tag ("md") in the path; the user never wrote it.
+    location = location.replace("task.md.", "task.")
+    phrase_for = _TYPE_PHRASES.get(error["type"])
+    if phrase_for is not None:
+        message = phrase_for(error)
+        if error["type"] not in ("missing", "extra_forbidden"):
+            message += f", got {error['input']!r}"
+    else:
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] not in ("value_error",) and "input" in error:
+            message += f", got {error['input']!r}"
+    return f"{location}: {message}" if location else message
+
+
+def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
+    """Validate an already-parsed recipe mapping; `source` names it in error messages."""
+    if not isinstance(data, dict):
+        raise InputError(f"{source}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    try:
+        return Recipe.model_validate(data, context={"base_dir": str(base_dir)})
+    except ValidationError as exc:
+        errors = exc.errors()
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise InputError(f"{source}: {_describe(errors[0])}{more}") from None
+
+
+def load_recipe(path: str | os.PathLike) -> tuple[Recipe, str]:
+    """Read and validate a recipe file; returns the recipe and its text (kept as provenance)."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise InputError(f"{path}: recipe file not found") from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read recipe: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InputError(f"{path}: {where}YAML syntax error: {problem}") from None
+    return parse_recipe(data, str(path), path.parent), text

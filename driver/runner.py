@@ -1,0 +1,161 @@
+"""Run a validated recipe: load structure and model once, then every job into its own file."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ase import Atoms
+
+from driver.correction import SofteningCorrection, SofteningScale, resolve_softening_scale
+from driver.errors import DriverError, InputError
+from driver.jobs import Job, plan_jobs
+from driver.models import LoadedModel, load_model
+from driver.output import H5MDWriter
+from driver.provenance import host_description, now_iso, package_versions
+from driver.recipe import Recipe
+from driver.structure import load_structure
+from driver.tasks.md import initialize_velocities, relax_positions, run_md
+
+log = logging.getLogger(__name__)
+
+SUMMARY_NAME = "summary.json"
+
+
+@dataclass
+class RunReport:
+    out_dir: Path
+    jobs: list[dict] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [job for job in self.jobs if job["status"] != "completed"]
+
+
+def output_directory(recipe: Recipe, override: str | None) -> Path:
+    return Path(override or recipe.output.directory or Path("runs") / recipe.name)
+
+
+def prepare_output(out_dir: Path, jobs: list[Job], overwrite: bool) -> None:
+    """Refuse to clobber earlier results unless asked; fail early on an unwritable folder."""
+    existing = [out_dir / f"{job.name}.h5" for job in jobs] + [out_dir / SUMMARY_NAME]
+    found = [p for p in existing if p.exists()]
+    if found and not overwrite:
+        raise InputError(f"{found[0]}: output exists; pass --overwrite to replace it")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        for path in found:
+            path.unlink()
+    except OSError as exc:
+        raise InputError(f"{out_dir}: output directory not writable ({exc.strerror})") from None
+    if not os.access(out_dir, os.W_OK):
+        raise InputError(f"{out_dir}: output directory not writable")
+
+
+def starting_structure(recipe: Recipe, model: LoadedModel) -> tuple[Atoms, dict]:
+    """The structure every job starts from, optionally relaxed with the raw model.
+
+    Relaxing with the raw model is enough: the scalar correction leaves minima where they are.
+    """
+    atoms = load_structure(recipe.structure)
+    atoms.calc = model.calculator
+    info: dict[str, object] = {"n_atoms": len(atoms), "formula": atoms.get_chemical_formula()}
+    relax = getattr(recipe.task, "relax", None)
+    if relax is not None:
+        converged, steps = relax_positions(atoms, relax)
+        info.update(prerelax_converged=converged, prerelax_steps=steps)
+        log.info("pre-relaxation: %s after %d steps", "converged" if converged else "NOT converged", steps)
+    info["reference_energy_eV"] = float(atoms.get_potential_energy())
+    atoms.calc = None
+    return atoms, info
+
+
+def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: SofteningScale | None,
+            reference_energy_eV: float, out_dir: Path, provenance: dict, entries: list[dict]) -> None:
+    """Run one job into OUT/<job>.h5; its summary entry joins `entries` before it starts,
+    so an interrupted job is still reported as such."""
+    atoms = start.copy()
+    if job.variant == "corrected":
+        atoms.calc = SofteningCorrection(model.calculator, scale.value, reference_energy_eV)
+    else:
+        atoms.calc = model.calculator
+    task = recipe.task
+    initialize_velocities(atoms, job.temperature_K, task.seed)
+    job_provenance = {
+        **provenance, "job": job.name, "variant": job.variant, "temperature_K": job.temperature_K,
+        "reference_energy_eV": reference_energy_eV, "start_time": now_iso(),
+    }
+    if job.variant == "corrected":
+        job_provenance.update(scale.provenance())
+    path = out_dir / f"{job.name}.h5"
+    writer = H5MDWriter(path, atoms, provenance=job_provenance, flush_every=recipe.output.flush_every,
+                        compression=recipe.output.compression, velocities=recipe.output.velocities,
+                        forces=recipe.output.forces)
+    entry = {"job": job.name, "file": path.name, "variant": job.variant,
+             "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV,
+             "softening_scale": scale.value if job.variant == "corrected" else None,
+             "status": "running"}
+    entries.append(entry)
+    started = time.perf_counter()
+    status = "failed"
+    try:
+        result = run_md(atoms, task, job.temperature_K, writer, recipe.output.write_every, job.name)
+        writer.write_results("md", result.as_dict())
+        entry.update(result.as_dict())
+        status = "completed"
+    except DriverError as exc:
+        entry["error"] = str(exc)
+        log.error("%s failed: %s", job.name, exc)
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    finally:
+        entry["wall_time_s"] = round(time.perf_counter() - started, 3)
+        entry["status"] = status
+        writer.write_attributes("parameters", {"end_time": now_iso()})
+        writer.close(status)
+
+
+def write_summary(out_dir: Path, recipe: Recipe, started: str, jobs: list[dict], extra: dict) -> Path:
+    """Written last and atomically, so a summary on disk always describes finished jobs."""
+    summary = {"recipe": recipe.name, "started": started, "finished": now_iso(), **extra, "jobs": jobs}
+    path = out_dir / SUMMARY_NAME
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(summary, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwrite: bool = False) -> RunReport:
+    jobs = plan_jobs(recipe)
+    out_dir = output_directory(recipe, out)
+    prepare_output(out_dir, jobs, overwrite)
+    started = now_iso()
+    scale = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
+    model = load_model(recipe.model)
+    if scale is not None:
+        scale.check_model(model.weights_sha256)
+    start, structure_info = starting_structure(recipe, model)
+    reference_energy = structure_info["reference_energy_eV"]
+    provenance = {
+        "recipe": recipe_text, "recipe_name": recipe.name, "seed": recipe.task.seed,
+        "package_versions": package_versions(), "host": host_description(), "mpi_size": 1,
+        **model.provenance(), **structure_info,
+    }
+    report = RunReport(out_dir)
+    try:
+        for job in jobs:
+            log.info("running %s", job.name)
+            run_job(job, recipe, start, model, scale, reference_energy, out_dir, provenance, report.jobs)
+    finally:
+        extra = {**model.provenance(), **structure_info}
+        if scale is not None:
+            extra.update(scale.provenance())
+        unfinished = [{"job": j.name, "file": f"{j.name}.h5", "status": "not run"}
+                      for j in jobs[len(report.jobs):]]
+        write_summary(out_dir, recipe, started, report.jobs + unfinished, extra)
+    return report

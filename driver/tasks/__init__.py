@@ -1,0 +1,1 @@
+"""Tasks: each takes atoms with any ASE calculator attached and a writer; none knows the model."""
