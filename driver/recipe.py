@@ -198,8 +198,8 @@ class Recipe(_Strict):
 
 
 _TYPE_PHRASES = {
-    "greater_than": lambda e: f"must be > {e['ctx']['gt']}",
-    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']}",
+    "greater_than": lambda e: f"must be > {e['ctx']['gt']:g}",
+    "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']:g}",
     "missing": lambda e: "is required",
     "extra_forbidden": lambda e: "unknown key",
     "string_pattern_mismatch": lambda e: "must start with a letter or digit and use only letters, "

@@ -19,6 +19,12 @@ from driver.models.device import resolve_device
 from driver.recipe import MODEL_FAMILIES, ModelSpec
 
 MODELS_DIR_ENV = "DRIVER_MODELS_DIR"
+OFFLINE_ENV = "DRIVER_OFFLINE"
+
+
+def downloads_allowed() -> bool:
+    """False under DRIVER_OFFLINE=1: compute nodes without internet fail at once, not after retries."""
+    return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("", "0", "false", "no")
 
 _FAMILY_MODULES = {
     "chgnet": "driver.models.chgnet",

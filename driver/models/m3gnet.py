@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 from driver.errors import InputError
@@ -22,16 +23,49 @@ def find_local(name: str, models_dirs: list[Path]) -> Path | None:
     return None
 
 
+@contextlib.contextmanager
+def matgl_float_dtype(dtype: str):
+    """matgl reads its float dtype from a module global and sets torch's process-wide default
+    with it; scope both to one call so other models in the process keep float32."""
+    import matgl
+    import torch
+
+    saved_torch, saved_matgl = torch.get_default_dtype(), (matgl.float_th, matgl.float_np)
+    matgl.set_default_dtype("float", 64 if dtype == "float64" else 32)
+    try:
+        yield
+    finally:
+        matgl.float_th, matgl.float_np = saved_matgl
+        torch.set_default_dtype(saved_torch)
+
+
+def _dtype_scoped_calculator_class():
+    from matgl.ext.ase import PESCalculator
+
+    class DtypeScopedPESCalculator(PESCalculator):
+        """matgl's calculator, evaluated with matgl's dtype set to this model's for each call."""
+
+        def __init__(self, potential, dtype: str, **kwargs):
+            super().__init__(potential, **kwargs)
+            self.model_dtype = dtype
+
+        def calculate(self, *args, **kwargs):
+            with matgl_float_dtype(self.model_dtype):
+                super().calculate(*args, **kwargs)
+
+    return DtypeScopedPESCalculator
+
+
+def _looked(name: str, models_dirs: list[Path]) -> str:
+    return ", ".join(str(d / name) for d in models_dirs) or "no models directory given"
+
+
 def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
     import matgl
     import torch
-    from matgl.ext.ase import PESCalculator
 
-    from driver.models import LoadedModel
+    from driver.models import OFFLINE_ENV, LoadedModel, downloads_allowed
 
-    if spec.dtype == "float64":
-        # matgl builds its graphs in its global default dtype; the model must match it.
-        matgl.set_default_dtype("float", 64)
     name = spec.variant or DEFAULT_NAME
     if spec.checkpoint:
         folder = Path(spec.checkpoint)
@@ -42,17 +76,22 @@ def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
         local = find_local(name, models_dirs)
         # Without a local copy, matgl's own lookup: its cache, then a download on machines with internet.
         target = str(local) if local else name
+        if local is None and not downloads_allowed():
+            raise InputError(f"model: M3GNet weights {name!r} not found (looked in: {_looked(name, models_dirs)}; "
+                             f"{OFFLINE_ENV} is set, so matgl's download was not tried)")
     try:
-        potential = matgl.load_model(target)
+        with matgl_float_dtype(spec.dtype):
+            potential = matgl.load_model(target)
+    except InputError:
+        raise
     except Exception as exc:
-        looked = ", ".join(str(d / name) for d in models_dirs) or "no models directory given"
         raise InputError(
-            f"model: M3GNet weights {name!r} not found (looked in: {looked}; then matgl's "
+            f"model: M3GNet weights {name!r} not found (looked in: {_looked(name, models_dirs)}; then matgl's "
             f"cache/download failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
             "set model.models_dir, DRIVER_MODELS_DIR or model.checkpoint"
         ) from None
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
     potential = potential.to(device=device, dtype=dtype)
-    calculator = PESCalculator(potential, stress_unit="eV/A3")
+    calculator = _dtype_scoped_calculator_class()(potential, dtype=spec.dtype, stress_unit="eV/A3")
     weights = sha256_of_path(target) if Path(target).exists() else None
     return LoadedModel(calculator, "m3gnet", target, weights, device, spec.dtype)

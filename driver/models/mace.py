@@ -30,10 +30,15 @@ def resolve_weights(spec: ModelSpec, models_dirs: list[Path]) -> Path:
             return candidate
     from mace.calculators.foundations_models import download_mace_mp_checkpoint
 
+    from driver.models import OFFLINE_ENV, downloads_allowed
+
+    looked = ", ".join(str(c) for c in local_candidates(size, models_dirs)) or "no models directory given"
+    if not downloads_allowed():
+        raise InputError(f"model: MACE-MP-0 {size!r} not found (looked in: {looked}; {OFFLINE_ENV} is set, "
+                         "so mace's download was not tried)")
     try:
         return Path(download_mace_mp_checkpoint(size))
     except Exception as exc:
-        looked = ", ".join(str(c) for c in local_candidates(size, models_dirs)) or "no models directory given"
         raise InputError(
             f"model: MACE-MP-0 {size!r} not found (looked in: {looked}; then mace's cache/download "
             f"failed: {type(exc).__name__}); set model.checkpoint to a .model file, or "

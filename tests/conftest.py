@@ -1,0 +1,108 @@
+"""Shared fixtures: real models (CHGNet bundled, M3GNet from ../shared/models, a small MACE built
+here with mace-torch's own modules), loaded once per session because loading costs seconds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from ase.build import bulk
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+SHARED_MODELS = SHARED / "models"
+M3GNET_NAME = "M3GNet-MP-2021.2.8-PES"
+SI_CIF = ROOT / "recipes" / "structures" / "Si_diamond.cif"
+
+
+@pytest.fixture(autouse=True)
+def _no_downloads(monkeypatch):
+    """Tests never reach for the internet: named lookups fail at once instead of retrying."""
+    monkeypatch.setenv("DRIVER_OFFLINE", "1")
+    monkeypatch.delenv("DRIVER_MODELS_DIR", raising=False)
+
+
+@pytest.fixture(scope="session")
+def shared_models_dir() -> Path:
+    if not (SHARED_MODELS / M3GNET_NAME / "model.json").is_file():
+        pytest.skip(f"M3GNet test weights absent: expected {SHARED_MODELS / M3GNET_NAME} (see ../shared/models/README.md)")
+    return SHARED_MODELS
+
+
+def build_small_mace(path: Path, seed: int = 0) -> Path:
+    """A real ScaleShiftMACE (hidden 8x0e+8x1o, two interactions, r_max 4 Å), random weights."""
+    # mace first: it relaxes torch.load for e3nn's pickled constants (../shared/models/README.md).
+    from mace import modules  # isort: skip
+    import torch
+    from e3nn import o3
+
+    torch.manual_seed(seed)
+    atomic_numbers = [3, 7, 8, 14, 15, 26]
+    block = modules.interaction_classes["RealAgnosticResidualInteractionBlock"]
+    model = modules.ScaleShiftMACE(
+        r_max=4.0, num_bessel=6, num_polynomial_cutoff=5, max_ell=2,
+        interaction_cls=block, interaction_cls_first=block, num_interactions=2,
+        num_elements=len(atomic_numbers), hidden_irreps=o3.Irreps("8x0e+8x1o"),
+        MLP_irreps=o3.Irreps("8x0e"), atomic_energies=np.array([-1.9, -3.1, -4.9, -5.4, -5.4, -8.3]),
+        avg_num_neighbors=8.0, atomic_numbers=atomic_numbers, correlation=3,
+        gate=torch.nn.functional.silu, atomic_inter_scale=2.0, atomic_inter_shift=0.0,
+    )
+    torch.save(model, path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_mace_path(tmp_path_factory) -> Path:
+    return build_small_mace(tmp_path_factory.mktemp("mace") / "small-test.model")
+
+
+def _load(spec_fields: dict):
+    from driver.models import load_model
+    from driver.recipe import ModelSpec
+
+    return load_model(ModelSpec(**spec_fields))
+
+
+@pytest.fixture(scope="session")
+def chgnet_model():
+    return _load({"name": "chgnet"})
+
+
+@pytest.fixture(scope="session")
+def m3gnet64_model(shared_models_dir):
+    return _load({"name": "m3gnet", "models_dir": str(shared_models_dir), "dtype": "float64"})
+
+
+@pytest.fixture(scope="session")
+def mace64_model(small_mace_path):
+    return _load({"name": "mace-mp-0", "checkpoint": str(small_mace_path), "dtype": "float64"})
+
+
+@pytest.fixture
+def rattled_si():
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.rattle(0.08, seed=3)
+    return atoms
+
+
+def write_recipe(folder: Path, filename: str = "recipe.yaml", **sections) -> Path:
+    """A small valid MD recipe (CHGNet, 8-atom Si) with sections replaced or extended."""
+    recipe = {
+        "name": "test",
+        "structure": {"file": str(SI_CIF)},
+        "model": {"name": "chgnet"},
+        "task": {"kind": "md", "ensemble": "nvt_langevin", "timestep_fs": 2.0, "steps": 10,
+                 "temperature_K": 500, "seed": 1},
+        "output": {"directory": str(folder / "out"), "write_every": 2, "flush_every": 2},
+    }
+    for key, value in sections.items():
+        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+            recipe[key] = {**recipe[key], **value}
+        else:
+            recipe[key] = value
+    recipe = {k: v for k, v in recipe.items() if v is not None}
+    path = folder / filename
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
