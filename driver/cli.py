@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import warnings
 import sys
-from pathlib import Path
+import warnings
 
 from driver import __version__
 from driver.errors import DriverError

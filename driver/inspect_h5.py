@@ -12,6 +12,17 @@ from driver.errors import InputError
 _LONG_ATTRIBUTES = {"recipe", "package_versions"}
 
 
+def _attribute_groups(handle: h5py.File) -> list[h5py.Group]:
+    """/parameters and every group under /results that carries attributes."""
+    groups = []
+    for top in ("parameters", "results"):
+        if top in handle:
+            candidates = [handle[top]]
+            handle[top].visititems(lambda _name, item, found=candidates: found.append(item))
+            groups += [g for g in candidates if isinstance(g, h5py.Group) and g.attrs]
+    return groups
+
+
 def describe(path: str | Path) -> str:
     path = Path(path)
     try:
@@ -32,22 +43,21 @@ def describe(path: str | Path) -> str:
             span = f", t = {time[0]:g} … {time[-1]:g} {time.attrs.get('unit', '')}" if frames else ""
             lines.append(f"  frames: {frames}{span}")
 
-        def visit(name: str, item) -> None:
-            if isinstance(item, h5py.Dataset):
-                unit = item.attrs.get("unit")
-                lines.append(f"  {name}  {item.shape} {item.dtype}" + (f" [{unit}]" if unit else ""))
+        def walk(group: h5py.Group, prefix: str = "") -> None:
+            # Not visititems: it visits a hard-linked dataset once, under whichever path comes
+            # first, so the shared step/time of position would be listed under an observable only.
+            for key, item in group.items():
+                name = prefix + key
+                if isinstance(item, h5py.Dataset):
+                    unit = item.attrs.get("unit")
+                    lines.append(f"  {name}  {item.shape} {item.dtype}" + (f" [{unit}]" if unit else ""))
+                elif isinstance(item, h5py.Group):
+                    walk(item, name + "/")
 
-        handle.visititems(visit)
-        for group_name in ("parameters", "results"):
-            if group_name not in handle:
-                continue
-            groups = [handle[group_name]]
-            handle[group_name].visit(lambda n: groups.append(handle[group_name][n]))
-            for group in groups:
-                if not isinstance(group, h5py.Group) or not group.attrs:
-                    continue
-                lines.append(f"  {group.name}:")
-                for key, value in group.attrs.items():
-                    text = "(…)" if key in _LONG_ATTRIBUTES else str(value)
-                    lines.append(f"    {key} = {text}")
+        walk(handle)
+        for group in _attribute_groups(handle):
+            lines.append(f"  {group.name}:")
+            for key, value in group.attrs.items():
+                text = "(…)" if key in _LONG_ATTRIBUTES else str(value)
+                lines.append(f"    {key} = {text}")
     return "\n".join(lines)

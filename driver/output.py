@@ -14,8 +14,8 @@ The root attribute `status` reads `running` until the job ends; only `completed`
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 import h5py
 import numpy as np
@@ -154,10 +154,20 @@ class H5MDWriter:
                 del group[key]
             group.create_dataset(key, data=array)
 
+    def _drop_partial_frame(self) -> None:
+        """An exception or signal inside `append` can leave step/time or some values one frame
+        longer than the others (or a zero-filled frame); keep only the frames fully written."""
+        for group in self._series.values():
+            for name in ("step", "time", "value"):
+                dataset = group[name]
+                if dataset.shape[0] > self.frames:
+                    dataset.resize((self.frames, *dataset.shape[1:]))
+
     def close(self, status: str) -> None:
         """Record how the job ended, then flush and close; safe to call twice."""
         if not self.file.id.valid:
             return
+        self._drop_partial_frame()
         self.file.attrs["status"] = status
         self.file.flush()
         self.file.close()

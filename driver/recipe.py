@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
@@ -113,7 +113,7 @@ class CorrectionSpec(_Strict):
         return _resolve_existing(value, info, "correction file")
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "CorrectionSpec":
+    def _exactly_one(self) -> CorrectionSpec:
         if (self.scale is None) == (self.file is None):
             raise ValueError("give exactly one of 'scale' or 'file'")
         return self
@@ -136,7 +136,7 @@ class MDTask(_Strict):
     ensemble: Ensemble = "nvt_langevin"
     timestep_fs: float = Field(gt=0)
     steps: int = Field(ge=1)
-    temperature_K: Union[float, list[float]]
+    temperature_K: float | list[float]
     seed: int = 0
     friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction")
     tdamp_fs: float = Field(100.0, gt=0, description="thermostat time constant")
@@ -167,7 +167,8 @@ class MDTask(_Strict):
         ]
 
 
-Task = Annotated[Union[MDTask], Field(discriminator="kind")]
+# One task kind so far; later kinds join as a union discriminated by `kind`.
+Task = MDTask
 
 
 class OutputSpec(_Strict):
@@ -191,7 +192,7 @@ class Recipe(_Strict):
     output: OutputSpec = OutputSpec()
 
     @model_validator(mode="after")
-    def _compare_needs_correction(self) -> "Recipe":
+    def _compare_needs_correction(self) -> Recipe:
         if self.compare and self.correction is None:
             raise ValueError("compare: true needs a correction to compare against")
         return self
@@ -201,6 +202,7 @@ _TYPE_PHRASES = {
     "greater_than": lambda e: f"must be > {e['ctx']['gt']:g}",
     "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']:g}",
     "missing": lambda e: "is required",
+    "literal_error": lambda e: f"must be one of {e['ctx']['expected']}",
     "extra_forbidden": lambda e: "unknown key",
     "string_pattern_mismatch": lambda e: "must start with a letter or digit and use only letters, "
     "digits, '_', '.', '-'",

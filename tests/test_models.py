@@ -38,7 +38,7 @@ def test_chgnet_matches_library_directly(chgnet_model, rattled_si):
     direct = CHGNetCalculator(model=CHGNet.load(verbose=False), use_device="cpu")
     ours = _evaluate(chgnet_model.calculator, rattled_si)
     theirs = _evaluate(direct, rattled_si)
-    for a, b in zip(ours, theirs):
+    for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert chgnet_model.source == "chgnet-0.3.0"
 
