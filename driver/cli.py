@@ -11,9 +11,10 @@ import logging
 import signal
 import sys
 import warnings
+from pathlib import Path
 
 from driver import __version__
-from driver.errors import DriverError
+from driver.errors import DriverError, InputError
 
 EXIT_INTERRUPTED = 130
 
@@ -60,11 +61,50 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from driver.fit.run import format_fit_report, run_fit
+    from driver.models.spec import spec_from_cli
+
+    spec = spec_from_cli(args.model, family=args.family, variant=args.variant, dtype=args.dtype,
+                         device=args.device, models_dir=args.models_dir)
+    out = Path(args.out)
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out}: exists; pass --overwrite to replace it")
+    stats, _ = run_fit(spec, args.labels, out, energy_key=args.energy_key, forces_key=args.forces_key,
+                       plot=Path(args.plot) if args.plot else None, resamples=args.bootstrap, seed=args.seed)
+    print(format_fit_report(stats, out))
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="chgnet | m3gnet | mace-mp-0, or a checkpoint path")
+    parser.add_argument("--family", choices=["chgnet", "m3gnet", "mace-mp-0"], help="family of a checkpoint path")
+    parser.add_argument("--variant", help="chgnet version, matgl model name or MACE-MP size")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--models-dir", help="folder holding named model weights")
+
+
+def _add_label_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--labels", nargs="+", required=True, help="files ASE reads with DFT energies and forces")
+    parser.add_argument("--energy-key", help="info key of the reference energy (default: REF_energy, "
+                        "DFT_energy, ... or the file's calculator results)")
+    parser.add_argument("--forces-key", help="array key of the reference forces (default: REF_forces, ... "
+                        "or the file's calculator results)")
+
+
 def _cmd_models(args: argparse.Namespace) -> int:
     from driver.models.catalog import describe_models
 
     print(describe_models())
     return 0
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +127,16 @@ def build_parser() -> argparse.ArgumentParser:
     inspect = commands.add_parser("inspect", help="show what an output .h5 file holds")
     inspect.add_argument("files", nargs="+")
     inspect.set_defaults(handler=_cmd_inspect)
+
+    fit = commands.add_parser("fit", help="fit the softening scale from DFT-labelled structures")
+    _add_model_options(fit)
+    _add_label_options(fit)
+    fit.add_argument("--out", default="correction.yaml", help="correction file to write (default correction.yaml)")
+    fit.add_argument("--overwrite", action="store_true", help="replace an existing correction file")
+    fit.add_argument("--plot", help="write a parity plot (PNG) of model vs DFT forces, raw and corrected")
+    fit.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
+    fit.add_argument("--seed", type=int, default=0)
+    fit.set_defaults(handler=_cmd_fit)
 
     models = commands.add_parser("models", help="list model families and where weights are found")
     models.set_defaults(handler=_cmd_models)

@@ -1,0 +1,1 @@
+"""Fit the softening scale s from DFT labels (`driver fit`)."""

@@ -1,0 +1,157 @@
+"""The softening-scale statistics, as plain numpy over force components (DESIGN.md):
+
+    s = sum(f_model . f_ref) / sum(f_ref . f_ref)     (least squares through the origin)
+
+Kept free of models and files so every number can be checked against a direct computation.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+# Below these the fit is reported as untrustworthy; each is explained in the warning itself.
+MIN_COMPONENTS = 150
+MIN_R_SQUARED = 0.8
+MAX_RELATIVE_INTERVAL = 0.10
+MIN_MEAN_REFERENCE_FORCE_EV_A = 0.3
+
+
+def slope_through_origin(model: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.dot(model, reference) / np.dot(reference, reference))
+
+
+@dataclass
+class FitStatistics:
+    softening_scale: float
+    interval_95: tuple[float, float]
+    interval_method: str
+    r_squared: float
+    n_structures: int
+    n_force_components: int
+    mean_abs_reference_force_eV_A: float
+    force_mae_before_eV_A: float
+    force_mae_after_eV_A: float
+    force_rmse_before_eV_A: float
+    force_rmse_after_eV_A: float
+    energy_mae_before_eV_atom: float | None
+    energy_mae_after_eV_atom: float | None
+    n_structures_energy: int
+    per_element: dict[str, dict[str, float | int]]
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict:
+        record = asdict(self)
+        record["interval_95"] = [float(x) for x in self.interval_95]
+        return record
+
+
+def _bootstrap(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int, rng: np.random.Generator) -> tuple[float, float]:
+    """2.5 and 97.5 percentiles of s over resamples of the groups, with replacement."""
+    dot_mr = np.array([np.dot(m, r) for m, r in groups])
+    dot_rr = np.array([np.dot(r, r) for _, r in groups])
+    picks = rng.integers(0, len(groups), size=(resamples, len(groups)))
+    slopes = dot_mr[picks].sum(axis=1) / dot_rr[picks].sum(axis=1)
+    low, high = np.percentile(slopes, [2.5, 97.5])
+    return float(low), float(high)
+
+
+def _relative_energy_mae(model_energies, reference_energies, formulas, n_atoms, scale) -> tuple[float | None, float | None, int]:
+    """MAE (eV/atom) of energies relative to the mean of structures that share a composition:
+    absolute energies of a uMLIP and a DFT code differ by constants that carry no information."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, formula in enumerate(formulas):
+        if model_energies[i] is not None and reference_energies[i] is not None:
+            groups[formula].append(i)
+    before, after = [], []
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        model = np.array([model_energies[i] for i in members])
+        reference = np.array([reference_energies[i] for i in members])
+        atoms = np.array([n_atoms[i] for i in members])
+        d_model, d_reference = model - model.mean(), reference - reference.mean()
+        before += list(np.abs(d_model - d_reference) / atoms)
+        after += list(np.abs(d_model / scale - d_reference) / atoms)
+    if not before:
+        return None, None, 0
+    return float(np.mean(before)), float(np.mean(after)), len(before)
+
+
+def fit_statistics(
+    model_forces: Sequence[np.ndarray],
+    reference_forces: Sequence[np.ndarray],
+    symbols: Sequence[Sequence[str]],
+    model_energies: Sequence[float | None] | None = None,
+    reference_energies: Sequence[float | None] | None = None,
+    formulas: Sequence[str] | None = None,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> FitStatistics:
+    """Everything `driver fit` reports, from per-structure (n_atoms, 3) force arrays."""
+    model_all = np.concatenate([np.ravel(f) for f in model_forces])
+    reference_all = np.concatenate([np.ravel(f) for f in reference_forces])
+    scale = slope_through_origin(model_all, reference_all)
+    residual = model_all - scale * reference_all
+    r_squared = float(1 - np.dot(residual, residual) / np.sum((model_all - model_all.mean()) ** 2))
+    rng = np.random.default_rng(seed)
+    if len(model_forces) >= 2:
+        groups = [(np.ravel(m), np.ravel(r)) for m, r in zip(model_forces, reference_forces, strict=True)]
+        method = f"bootstrap over structures ({resamples} resamples)"
+    else:  # one structure: the paper's one-point correction; only atoms can be resampled
+        m, r = np.asarray(model_forces[0]), np.asarray(reference_forces[0])
+        groups = [(m[i], r[i]) for i in range(len(m))]
+        method = f"bootstrap over atoms of the single structure ({resamples} resamples)"
+    interval = _bootstrap(groups, resamples, rng)
+
+    per_element: dict[str, dict[str, float | int]] = {}
+    flat_symbols = np.repeat(np.concatenate([np.asarray(s) for s in symbols]), 3)
+    for element in sorted(set(flat_symbols)):
+        mask = flat_symbols == element
+        per_element[str(element)] = {"softening_scale": slope_through_origin(model_all[mask], reference_all[mask]),
+                                "n_components": int(mask.sum())}
+
+    n = len(model_forces)
+    energies = _relative_energy_mae(
+        model_energies or [None] * n, reference_energies or [None] * n, formulas or [""] * n,
+        [len(s) for s in symbols], scale,
+    )
+    stats = FitStatistics(
+        softening_scale=scale, interval_95=interval, interval_method=method, r_squared=r_squared,
+        n_structures=n, n_force_components=int(model_all.size),
+        mean_abs_reference_force_eV_A=float(np.mean(np.abs(reference_all))),
+        force_mae_before_eV_A=float(np.mean(np.abs(model_all - reference_all))),
+        force_mae_after_eV_A=float(np.mean(np.abs(model_all / scale - reference_all))),
+        force_rmse_before_eV_A=float(np.sqrt(np.mean((model_all - reference_all) ** 2))),
+        force_rmse_after_eV_A=float(np.sqrt(np.mean((model_all / scale - reference_all) ** 2))),
+        energy_mae_before_eV_atom=energies[0], energy_mae_after_eV_atom=energies[1], n_structures_energy=energies[2],
+        per_element=per_element,
+    )
+    stats.warnings = trust_warnings(stats)
+    return stats
+
+
+def trust_warnings(stats: FitStatistics) -> list[str]:
+    """Plain-words reasons not to trust the fit; empty when none apply."""
+    found = []
+    if stats.n_force_components < MIN_COMPONENTS:
+        found.append(f"only {stats.n_force_components} force components: one scale from so few numbers is "
+                     f"noisy; label a larger cell or more structures (>= {MIN_COMPONENTS} components)")
+    if stats.r_squared < MIN_R_SQUARED:
+        found.append(f"model and DFT forces agree poorly (R² = {stats.r_squared:.2f} < {MIN_R_SQUARED}): a single "
+                     "scale cannot describe the error; consider fine-tuning (driver finetune) instead")
+    low, high = stats.interval_95
+    if (high - low) / stats.softening_scale > MAX_RELATIVE_INTERVAL:
+        found.append(f"the 95% interval [{low:.3f}, {high:.3f}] is wider than {MAX_RELATIVE_INTERVAL:.0%} of s: "
+                     "label more structures")
+    if stats.mean_abs_reference_force_eV_A < MIN_MEAN_REFERENCE_FORCE_EV_A:
+        found.append(f"the labels are near equilibrium (mean |DFT force| {stats.mean_abs_reference_force_eV_A:.2f} "
+                     f"eV/Å < {MIN_MEAN_REFERENCE_FORCE_EV_A}): small forces say little about curvature; label "
+                     "structures far from equilibrium (driver sample makes candidates)")
+    if stats.softening_scale > 1:
+        found.append(f"s = {stats.softening_scale:.3f} > 1: the model is stiffer than DFT here, and the "
+                     "correction will soften it")
+    return found

@@ -1,0 +1,225 @@
+"""`driver fit`: the softening scale from labels, checked against numpy and known answers."""
+
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from ase.build import bulk
+from ase.io import read, write
+
+from driver.cli import main
+from driver.labels import read_labels
+from driver.models.spec import family_of_checkpoint
+from tests.conftest import SHARED, write_recipe
+
+SI_DATA = SHARED / "data" / "si_rare_events_pbe.extxyz"
+
+
+@pytest.fixture(scope="module")
+def dft_subset(tmp_path_factory):
+    if not SI_DATA.is_file():
+        pytest.skip(f"DFT labels absent: expected {SI_DATA} (see ../shared/data/README.md)")
+    path = tmp_path_factory.mktemp("labels") / "si_subset.extxyz"
+    frames = read(SI_DATA, ":")
+    write(path, frames[:3] + frames[100:103])  # 3 vacancy + 3 interstitial rare events
+    return path
+
+
+def _fit(capsys, *args):
+    code = main(["fit", *args])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _synthetic_labels(calculator, path, true_scale, n=2):
+    """Labels that ARE the model's PES stiffened by 1/true_scale: forces F/s, energies E/s."""
+    frames = []
+    for seed in range(n):
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.15, seed=seed)
+        atoms.calc = calculator
+        forces, energy = atoms.get_forces(), atoms.get_potential_energy()
+        atoms.calc = None
+        atoms.arrays["REF_forces"] = forces / true_scale
+        atoms.info["REF_energy"] = energy / true_scale
+        frames.append(atoms)
+    write(path, frames)
+    return path
+
+
+def test_recovers_known_scale(tmp_path, capsys, m3gnet64_model, shared_models_dir):
+    labels = _synthetic_labels(m3gnet64_model.calculator, tmp_path / "labels.extxyz", true_scale=0.83)
+    out = tmp_path / "correction.yaml"
+    code, printed, err = _fit(capsys, "--model", "m3gnet", "--models-dir", str(shared_models_dir),
+                              "--dtype", "float64", "--labels", str(labels), "--out", str(out))
+    assert code == 0, err
+    record = yaml.safe_load(out.read_text())
+    assert abs(record["softening_scale"] - 0.83) < 1e-6
+    assert record["r_squared"] == pytest.approx(1.0, abs=1e-9)
+    assert record["force_mae_after_eV_A"] < 1e-6 < record["force_mae_before_eV_A"]
+    assert record["interval_95"][0] <= record["softening_scale"] <= record["interval_95"][1]
+    # Both structures share the composition, so relative energies are checked too, and corrected ones are exact.
+    assert record["n_structures_energy"] == 2 and record["energy_mae_after_eV_atom"] < 1e-8
+    assert "softening scale s = 0.8300" in printed
+
+
+def test_numbers_equal_direct_numpy(tmp_path, capsys, dft_subset, chgnet_model):
+    out = tmp_path / "correction.yaml"
+    plot = tmp_path / "parity.png"
+    code, printed, err = _fit(capsys, "--model", "chgnet", "--labels", str(dft_subset), "--out", str(out),
+                              "--plot", str(plot))
+    assert code == 0, err
+    record = yaml.safe_load(out.read_text())
+
+    structures = read_labels([dft_subset])
+    model, reference, model_energy = [], [], []
+    for s in structures:
+        atoms = s.atoms.copy()
+        atoms.calc = chgnet_model.calculator
+        model.append(atoms.get_forces().ravel())
+        model_energy.append(float(atoms.get_potential_energy()))
+        reference.append(s.forces_eV_A.ravel())
+    m, r = np.concatenate(model).astype(np.float64), np.concatenate(reference)
+    s = (m @ r) / (r @ r)
+    assert record["softening_scale"] == pytest.approx(s, rel=1e-9)
+    assert record["n_structures"] == 6 and record["n_force_components"] == m.size
+    assert record["force_mae_before_eV_A"] == pytest.approx(np.abs(m - r).mean(), rel=1e-9)
+    assert record["force_mae_after_eV_A"] == pytest.approx(np.abs(m / s - r).mean(), rel=1e-9)
+    assert record["force_rmse_after_eV_A"] == pytest.approx(np.sqrt(((m / s - r) ** 2).mean()), rel=1e-9)
+    assert record["r_squared"] == pytest.approx(1 - ((m - s * r) ** 2).sum() / ((m - m.mean()) ** 2).sum(), rel=1e-9)
+    assert record["per_element"]["Si"]["softening_scale"] == pytest.approx(s, rel=1e-9)
+    # Relative energies within each composition (Si63: vacancy frames, Si65: interstitial frames).
+    errors = []
+    for size in (63, 65):
+        idx = [i for i, st in enumerate(structures) if len(st.atoms) == size]
+        dm = np.array([model_energy[i] for i in idx]) - np.mean([model_energy[i] for i in idx])
+        dr = np.array([structures[i].energy_eV for i in idx]) - np.mean([structures[i].energy_eV for i in idx])
+        errors += list(np.abs(dm / s - dr) / size)
+    assert record["energy_mae_after_eV_atom"] == pytest.approx(np.mean(errors), rel=1e-6)
+    # CHGNet softens on these far-from-equilibrium structures, and the correction helps.
+    assert s < 0.8 and record["force_mae_after_eV_A"] < record["force_mae_before_eV_A"]
+    assert record["model"]["weights_sha256"] == chgnet_model.weights_sha256
+    assert len(record["labels"]["sha256"]) == 64
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+
+
+def test_correction_file_round_trips_into_a_run(tmp_path, capsys, dft_subset):
+    correction = tmp_path / "correction.yaml"
+    assert _fit(capsys, "--model", "chgnet", "--labels", str(dft_subset), "--out", str(correction))[0] == 0
+    fitted = yaml.safe_load(correction.read_text())["softening_scale"]
+    recipe = write_recipe(tmp_path, correction={"file": "correction.yaml"}, compare=True, task={"steps": 4})
+    assert main(["run", str(recipe)]) == 0
+    with h5py.File(tmp_path / "out" / "corrected-T500K.h5", "r") as handle:
+        assert handle["parameters"].attrs["softening_scale"] == fitted
+        assert handle["parameters"].attrs["correction_source"] == str(correction)
+        forces = handle["particles/all/force/value"][0]
+    with h5py.File(tmp_path / "out" / "raw-T500K.h5", "r") as handle:
+        np.testing.assert_allclose(forces * fitted, handle["particles/all/force/value"][0], rtol=1e-5, atol=1e-6)
+
+
+def test_correction_for_another_model_is_refused(tmp_path, capsys, dft_subset, small_mace_path):
+    correction = tmp_path / "correction.yaml"
+    assert _fit(capsys, "--model", "chgnet", "--labels", str(dft_subset), "--out", str(correction))[0] == 0
+    recipe = write_recipe(tmp_path, model={"name": "mace-mp-0", "checkpoint": str(small_mace_path)},
+                          correction={"file": "correction.yaml"})
+    code = main(["run", str(recipe)])
+    err = capsys.readouterr().err
+    assert code == 2 and "model.name: fitted for 'chgnet', but the recipe's model is 'mace-mp-0'" in err
+
+
+def test_same_family_other_weights_are_refused(tmp_path, capsys, small_mace_path):
+    from tests.conftest import build_small_mace
+
+    other = build_small_mace(tmp_path / "other.model", seed=1)
+    correction = tmp_path / "correction.yaml"
+    correction.write_text(yaml.safe_dump({"softening_scale": 0.8, "model": {"name": "mace-mp-0", "weights_sha256": "0" * 64}}))
+    recipe = write_recipe(tmp_path, model={"name": "mace-mp-0", "checkpoint": str(other)},
+                          correction={"file": "correction.yaml"})
+    assert main(["run", str(recipe)]) == 2
+    assert "model.weights_sha256: fitted for weights 000000000000" in capsys.readouterr().err
+
+
+def test_one_structure_near_equilibrium_warns(tmp_path, capsys, m3gnet64_model, shared_models_dir):
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.rattle(0.005, seed=1)
+    atoms.calc = m3gnet64_model.calculator
+    forces = atoms.get_forces()
+    atoms.calc = None
+    atoms.arrays["REF_forces"] = forces / 0.9 + np.random.default_rng(0).normal(0, 0.01, forces.shape)
+    labels = tmp_path / "one.extxyz"
+    write(labels, atoms)
+    code, printed, err = _fit(capsys, "--model", "m3gnet", "--models-dir", str(shared_models_dir), "--labels",
+                              str(labels), "--out", str(tmp_path / "c.yaml"))
+    assert code == 0, err
+    assert "bootstrap over atoms of the single structure" in printed
+    assert "WARNING: the labels are near equilibrium" in printed
+    assert "WARNING: only 24 force components" in printed
+
+
+def test_labels_from_calculator_results(tmp_path, capsys, m3gnet64_model, shared_models_dir):
+    """Files whose reference values are the calculator results (as ASE reads vasprun.xml/OUTCAR)."""
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
+    atoms.rattle(0.2, seed=4)
+    atoms.calc = m3gnet64_model.calculator
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    labelled = atoms.copy()
+    labelled.calc = SinglePointCalculator(labelled, energy=atoms.get_potential_energy(), forces=atoms.get_forces() / 0.5)
+    labels = tmp_path / "results.extxyz"
+    write(labels, labelled)
+    code, printed, err = _fit(capsys, "--model", "m3gnet", "--models-dir", str(shared_models_dir), "--dtype",
+                              "float64", "--labels", str(labels), "--out", str(tmp_path / "c.yaml"))
+    assert code == 0, err
+    assert abs(yaml.safe_load((tmp_path / "c.yaml").read_text())["softening_scale"] - 0.5) < 1e-6
+
+
+@pytest.mark.parametrize("content, expected", [
+    (None, "labels file not found"),
+    ("not an xyz file at all\n", "cannot read labelled structures"),
+    ("2\nLattice=\"5 0 0 0 5 0 0 0 5\" Properties=species:S:1:pos:R:3 pbc=\"T T T\"\nSi 0 0 0\nSi 1 1 1\n",
+     "frame 0: no reference forces"),
+])
+def test_bad_label_files_are_one_line_errors(tmp_path, capsys, content, expected):
+    labels = tmp_path / "labels.extxyz"
+    if content is not None:
+        labels.write_text(content)
+    code, _, err = _fit(capsys, "--model", "chgnet", "--labels", str(labels), "--out", str(tmp_path / "c.yaml"))
+    assert code == 2 and err.count("\n") == 1
+    assert str(labels) in err and expected in err
+
+
+def test_missing_named_forces_key(tmp_path, capsys, dft_subset):
+    code, _, err = _fit(capsys, "--model", "chgnet", "--labels", str(dft_subset), "--forces-key", "PBE_forces",
+                        "--out", str(tmp_path / "c.yaml"))
+    assert code == 2 and "frame 0: no reference array 'PBE_forces'" in err
+
+
+def test_existing_correction_file_needs_overwrite(tmp_path, capsys, dft_subset):
+    out = tmp_path / "c.yaml"
+    out.write_text("keep me")
+    code, _, err = _fit(capsys, "--model", "chgnet", "--labels", str(dft_subset), "--out", str(out))
+    assert code == 2 and "pass --overwrite" in err and out.read_text() == "keep me"
+
+
+def test_checkpoint_family_from_path(tmp_path):
+    (tmp_path / "m3g").mkdir()
+    (tmp_path / "m3g" / "model.json").write_text("{}")
+    assert family_of_checkpoint(tmp_path / "m3g") == "m3gnet"
+    assert family_of_checkpoint(tmp_path / "x.pth.tar") == "chgnet"
+    assert family_of_checkpoint(tmp_path / "x.model") == "mace-mp-0"
+    from driver.errors import InputError
+
+    with pytest.raises(InputError, match="cannot tell the model family"):
+        family_of_checkpoint(tmp_path / "weights.bin")
+
+
+def test_fit_with_checkpoint_path(tmp_path, capsys, small_mace_path, mace64_model):
+    labels = _synthetic_labels(mace64_model.calculator, tmp_path / "labels.extxyz", true_scale=0.7, n=1)
+    code, printed, err = _fit(capsys, "--model", str(small_mace_path), "--dtype", "float64", "--labels", str(labels),
+                              "--out", str(tmp_path / "c.yaml"))
+    assert code == 0, err
+    record = yaml.safe_load((tmp_path / "c.yaml").read_text())
+    assert record["model"]["name"] == "mace-mp-0" and record["model"]["checkpoint"] == str(small_mace_path)
+    assert abs(record["softening_scale"] - 0.7) < 1e-6
