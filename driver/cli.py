@@ -76,6 +76,38 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_sample(args: argparse.Namespace) -> int:
+    from driver.models import load_model
+    from driver.models.spec import spec_from_cli
+    from driver.recipe import StructureSpec
+    from driver.sample import check_options, sample, write_candidates
+    from driver.structure import load_structure
+
+    check_options(args.rattle, args.md_temperature)
+    structure_path = Path(args.structure)
+    if not structure_path.is_file():
+        raise InputError(f"{structure_path}: structure file not found")
+    atoms = load_structure(StructureSpec.model_construct(file=str(structure_path), index=-1,
+                                                        supercell=tuple(args.supercell) if args.supercell else None))
+    out_dir = Path(args.out)
+    if (out_dir / "candidates.extxyz").exists() and not args.overwrite:
+        raise InputError(f"{out_dir / 'candidates.extxyz'}: exists; pass --overwrite to replace it")
+    spec = spec_from_cli(args.model, family=args.family, variant=args.variant, dtype=args.dtype,
+                         device=args.device, models_dir=args.models_dir)
+    model = load_model(spec)
+    selected = sample(atoms, model.calculator, amplitudes_A=args.rattle, per_amplitude=args.per_amplitude,
+                      md_temperature_K=args.md_temperature, md_steps=args.md_steps, md_every=args.md_every,
+                      timestep_fs=args.timestep_fs, select=args.select,
+                      min_distance_fraction=args.min_distance_fraction, seed=args.seed)
+    xyz, vasp_dir = write_candidates(selected, out_dir)
+    print(f"{len(selected)} candidates, most informative first (model mean |F|):")
+    for number, candidate in enumerate(selected):
+        print(f"  {number:03d} {candidate.origin:<24} mean |F| {candidate.mean_force_eV_A:.2f} eV/Å, "
+              f"max {candidate.max_force_eV_A:.2f}, closest pair {candidate.min_distance_A:.2f} Å")
+    print(f"written {xyz} and {vasp_dir}/NNN_*/POSCAR; label them with DFT, then: driver fit --labels ...")
+    return 0
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="chgnet | m3gnet | mace-mp-0, or a checkpoint path")
     parser.add_argument("--family", choices=["chgnet", "m3gnet", "mace-mp-0"], help="family of a checkpoint path")
@@ -137,6 +169,25 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(handler=_cmd_fit)
+
+    sample = commands.add_parser("sample", help="make high-energy candidate structures to label with DFT")
+    sample.add_argument("structure", help="starting structure (any file ASE reads)")
+    _add_model_options(sample)
+    sample.add_argument("--supercell", nargs=3, type=_positive_int, metavar=("A", "B", "C"))
+    sample.add_argument("--rattle", nargs="*", type=float, default=[0.05, 0.1, 0.2],
+                        help="Gaussian displacement amplitudes in Å (default 0.05 0.1 0.2)")
+    sample.add_argument("--per-amplitude", type=_positive_int, default=4)
+    sample.add_argument("--md-temperature", type=float, help="also take snapshots of raw-model MD at this T (K)")
+    sample.add_argument("--md-steps", type=_positive_int, default=200)
+    sample.add_argument("--md-every", type=_positive_int, default=20)
+    sample.add_argument("--timestep-fs", type=float, default=2.0)
+    sample.add_argument("--select", type=_positive_int, default=10, help="how many candidates to keep")
+    sample.add_argument("--min-distance-fraction", type=float, default=0.7,
+                        help="drop candidates with a pair closer than this fraction of the start's shortest")
+    sample.add_argument("--out", default="candidates", help="output folder (default candidates/)")
+    sample.add_argument("--overwrite", action="store_true")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.set_defaults(handler=_cmd_sample)
 
     models = commands.add_parser("models", help="list model families and where weights are found")
     models.set_defaults(handler=_cmd_models)
