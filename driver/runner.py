@@ -19,7 +19,8 @@ from driver.output import H5MDWriter
 from driver.provenance import host_description, now_iso, package_versions
 from driver.recipe import Recipe
 from driver.structure import load_structure
-from driver.tasks.md import initialize_velocities, relax_positions, run_md
+from driver.tasks import JobContext, task_runner
+from driver.tasks.md import relax_positions
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +84,6 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
         atoms.calc = SofteningCorrection(model.calculator, scale.value, reference_energy_eV)
     else:
         atoms.calc = model.calculator
-    task = recipe.task
-    initialize_velocities(atoms, job.temperature_K, task.seed)
     job_provenance = {
         **provenance, "job": job.name, "variant": job.variant, "temperature_K": job.temperature_K,
         "reference_energy_eV": reference_energy_eV, "start_time": now_iso(),
@@ -103,9 +102,8 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
     started = time.perf_counter()
     status = "failed"
     try:
-        result = run_md(atoms, task, job.temperature_K, writer, recipe.output.write_every, job.name)
-        writer.write_results("md", result.as_dict())
-        entry.update(result.as_dict())
+        context = JobContext(job, recipe, atoms, atoms.calc, writer, out_dir, reference_energy_eV)
+        entry.update(task_runner(recipe.task.kind)(context))
         status = "completed"
     except DriverError as exc:
         entry["error"] = str(exc)

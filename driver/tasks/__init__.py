@@ -1,1 +1,37 @@
-"""Tasks: each takes atoms with any ASE calculator attached and a writer; none knows the model."""
+"""Tasks: each turns atoms with any ASE calculator attached into frames and results.
+
+A task module exposes `run(context: JobContext) -> dict`: it streams what it produces through
+`context.writer`, stores its results under /results/<kind>, and returns the headline numbers
+that go into summary.json. No task knows which model or correction it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ase import Atoms
+from ase.calculators.calculator import Calculator
+
+from driver.jobs import Job
+from driver.output import H5MDWriter
+from driver.recipe import Recipe
+
+_TASK_MODULES = {"md": "driver.tasks.md"}
+
+
+@dataclass
+class JobContext:
+    job: Job
+    recipe: Recipe
+    atoms: Atoms  # the starting structure, with `calculator` attached
+    calculator: Calculator  # raw model, or the softening correction wrapping it
+    writer: H5MDWriter
+    out_dir: Path
+    reference_energy_eV: float
+
+
+def task_runner(kind: str) -> Callable[[JobContext], dict]:
+    return importlib.import_module(_TASK_MODULES[kind]).run

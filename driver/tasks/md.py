@@ -161,3 +161,13 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float, writer: H5MDWriter,
         rms_displacement_A=float(np.sqrt(np.mean(squared_displacements[len(squared_displacements) // 2:]))),
         ensemble=task.ensemble,
     )
+
+
+def run(context) -> dict:
+    """The MD task for one job: seeded Maxwell-Boltzmann start, then `run_md`."""
+    task = context.recipe.task
+    initialize_velocities(context.atoms, context.job.temperature_K, task.seed)
+    result = run_md(context.atoms, task, context.job.temperature_K, context.writer,
+                    context.recipe.output.write_every, context.job.name)
+    context.writer.write_results("md", result.as_dict())
+    return result.as_dict()
