@@ -76,6 +76,33 @@ def _cmd_fit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from driver.finetune import finetune
+    from driver.labels import read_labels
+    from driver.models.spec import spec_from_cli
+
+    spec = spec_from_cli(args.model, family=args.family, variant=args.variant, dtype=args.dtype,
+                         device=args.device, models_dir=args.models_dir)
+    out_dir = Path(args.out)
+    if (out_dir / "finetune.yaml").exists() and not args.overwrite:
+        raise InputError(f"{out_dir / 'finetune.yaml'}: exists; pass --overwrite to replace it")
+    labels = read_labels(args.labels, energy_key=args.energy_key, forces_key=args.forces_key)
+    report = finetune(spec, labels, out_dir, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
+                      val_fraction=args.val_fraction, seed=args.seed)
+    print(f"fine-tuned {report.family} on {report.n_train} structure(s), {report.epochs} epochs, "
+          f"{report.seconds:.0f} s on {report.device}")
+    print(f"  force MAE on training structures: {report.force_mae_train_before:.4f} -> "
+          f"{report.force_mae_train_after:.4f} eV/Å")
+    if report.n_val:
+        print(f"  force MAE on {report.n_val} held-out structure(s): {report.force_mae_val_before:.4f} -> "
+              f"{report.force_mae_val_after:.4f} eV/Å")
+    for note in report.notes:
+        print(f"  note: {note}")
+    print(f"written {report.checkpoint} and {out_dir / 'finetune.yaml'}; use it in a recipe as\n"
+          f"  model: {{name: {report.family}, checkpoint: {report.checkpoint}}}")
+    return 0
+
+
 def _cmd_sample(args: argparse.Namespace) -> int:
     from driver.models import load_model
     from driver.models.spec import spec_from_cli
@@ -169,6 +196,18 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(handler=_cmd_fit)
+
+    tune = commands.add_parser("finetune", help="fine-tune the pretrained model on DFT-labelled structures")
+    _add_model_options(tune)
+    _add_label_options(tune)
+    tune.add_argument("--out", required=True, help="folder for the checkpoint and finetune.yaml")
+    tune.add_argument("--epochs", type=_positive_int, default=10)
+    tune.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    tune.add_argument("--batch-size", type=_positive_int, default=2)
+    tune.add_argument("--val-fraction", type=float, default=0.2, help="held out when >= 4 structures (default 0.2)")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--overwrite", action="store_true")
+    tune.set_defaults(handler=_cmd_finetune)
 
     sample = commands.add_parser("sample", help="make high-energy candidate structures to label with DFT")
     sample.add_argument("structure", help="starting structure (any file ASE reads)")
