@@ -103,3 +103,22 @@ def resolve_softening_scale(spec: CorrectionSpec, model: ModelSpec) -> Softening
     if spec.file is not None:
         return read_correction_file(spec.file, model)
     return SofteningScale(float(spec.scale), "recipe")
+
+
+def correct_batch_results(results: list[dict], softening_scale: float, reference_energy_eV: float) -> list[dict]:
+    """SofteningCorrection's map applied to raw batch results (as `evaluate_batch` returns them):
+    E' = E0 + (E - E0) / s, F' = F / s, sigma' = sigma / s. Returns new dicts; other keys are kept."""
+    import numpy as np
+
+    if not softening_scale > 0:
+        raise InputError(f"correction: softening_scale must be > 0, got {softening_scale!r}")
+    s, e0 = float(softening_scale), float(reference_energy_eV)
+    corrected = []
+    for result in results:
+        out = dict(result)
+        out["energy"] = e0 + (float(result["energy"]) - e0) / s
+        out["forces"] = np.asarray(result["forces"], dtype=np.float64) / s
+        if "stress" in result:
+            out["stress"] = np.asarray(result["stress"], dtype=np.float64) / s
+        corrected.append(out)
+    return corrected

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
+import numpy as np
 import yaml
 from pydantic import (
     BaseModel,
@@ -167,8 +168,100 @@ class MDTask(_Strict):
         ]
 
 
-# One task kind so far; later kinds join as a union discriminated by `kind`.
-Task = MDTask
+class CellRelaxSpec(_Strict):
+    """Pre-relaxation of positions and, by default, the cell (FIRE on ASE's FrechetCellFilter)."""
+
+    fmax_eV_A: float = Field(0.01, gt=0)
+    max_steps: int = Field(500, ge=1)
+    relax_cell: bool = True
+
+
+class PhononTask(_Strict):
+    """Harmonic phonons by finite displacements with phonopy; one job per variant."""
+
+    kind: Literal["phonons"]
+    supercell: tuple[int, int, int] | tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]] | None = None
+    supercell_min_length_A: float | None = Field(None, gt=0)
+    displacement_A: float = Field(0.01, gt=0)
+    symmetry: bool = True
+    primitive: Literal["auto", "unit_cell"] = "auto"
+    relax: CellRelaxSpec | None = None
+    band_points: int = Field(51, ge=2, description="q-points per band-path segment")
+    mesh: tuple[int, int, int] | float = Field(30.0, description="DOS/thermal mesh: divisions or a length in Å")
+    t_min_K: float = Field(0.0, ge=0)
+    t_max_K: float = Field(1000.0, gt=0)
+    t_step_K: float = Field(10.0, gt=0)
+    imaginary_tolerance_THz: float = Field(0.05, gt=0)
+    batched: bool | Literal["auto"] = Field("auto", description="many supercells per model call; auto: where faster")
+    batch_size: int | None = Field(None, ge=1, description="displaced supercells per model call")
+
+    @model_validator(mode="after")
+    def _one_supercell_rule(self) -> PhononTask:
+        if (self.supercell is None) == (self.supercell_min_length_A is None):
+            raise ValueError("give exactly one of 'supercell' (repeats or 3x3 matrix) or 'supercell_min_length_A'")
+        if self.supercell is not None and abs(np.linalg.det(np.diag(self.supercell) if len(np.shape(self.supercell)) == 1
+                                                            else np.array(self.supercell))) < 1:
+            raise ValueError(f"supercell matrix must have a non-zero determinant, got {self.supercell}")
+        if self.t_max_K <= self.t_min_K:
+            raise ValueError(f"t_max_K must exceed t_min_K, got {self.t_min_K:g} and {self.t_max_K:g}")
+        return self
+
+
+class VacancyHop(_Strict):
+    """The ion at site `from` hops into the vacancy left by removing the same-species atom at `to`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    species: str
+    from_site: int = Field(alias="from", ge=0)
+    to_site: int | Literal["nearest"] = Field("nearest", alias="to")
+
+
+class InterstitialHop(_Strict):
+    """An extra ion of `species` hops between two interstitial sites (fractional coordinates)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    species: str
+    from_fractional: tuple[float, float, float] = Field(alias="from")
+    to_fractional: tuple[float, float, float] = Field(alias="to")
+
+
+class NEBTask(_Strict):
+    """Minimum-energy path between two endpoints with ASE's NEB; one job per variant."""
+
+    kind: Literal["neb"]
+    final: str | None = Field(None, description="final endpoint file; `structure` is then the initial one")
+    vacancy_hop: VacancyHop | None = None
+    interstitial_hop: InterstitialHop | None = None
+    relax_endpoints: bool = True
+    endpoint_fmax_eV_A: float = Field(0.02, gt=0)
+    endpoint_max_steps: int = Field(500, ge=1)
+    n_images: int = Field(5, ge=1, description="intermediate images")
+    interpolation: Literal["idpp", "linear"] = "idpp"
+    climb: bool = True
+    method: Literal["improvedtangent", "aseneb", "eb", "spline", "string"] = "improvedtangent"
+    optimizer: Literal["fire", "bfgs", "ode"] = "fire"
+    fmax_eV_A: float = Field(0.05, gt=0)
+    max_steps: int = Field(500, ge=1)
+    spring_constant_eV_A2: float = Field(0.1, gt=0)
+    batched: bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
+                                           "iteration; auto: where that is faster (not CHGNet on CPU)")
+    batch_size: int | None = Field(None, ge=1)
+
+    @field_validator("final")
+    @classmethod
+    def _final_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return _resolve_existing(value, info, "final endpoint file")
+
+    @model_validator(mode="after")
+    def _one_endpoint_rule(self) -> NEBTask:
+        given = [name for name in ("final", "vacancy_hop", "interstitial_hop") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of 'final', 'vacancy_hop' or 'interstitial_hop', got {given or 'none'}")
+        return self
+
+
+TASK_KINDS = ("md", "phonons", "neb")
+Task = Annotated[MDTask | PhononTask | NEBTask, Field(discriminator="kind")]
 
 
 class OutputSpec(_Strict):
@@ -203,6 +296,8 @@ _TYPE_PHRASES = {
     "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']:g}",
     "missing": lambda e: "is required",
     "literal_error": lambda e: f"must be one of {e['ctx']['expected']}",
+    "union_tag_invalid": lambda e: f"must be one of {e['ctx']['expected_tags']}, got {e['ctx']['tag']!r}",
+    "union_tag_not_found": lambda e: "is required",
     "extra_forbidden": lambda e: "unknown key",
     "string_pattern_mismatch": lambda e: "must start with a letter or digit and use only letters, "
     "digits, '_', '.', '-'",
@@ -211,13 +306,17 @@ _TYPE_PHRASES = {
 
 def _describe(error: dict[str, Any]) -> str:
     """One readable phrase for one pydantic error, with the offending value."""
-    location = ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-"))
+    parts = [str(p) for p in error["loc"] if not str(p).startswith("function-")]
     # Discriminated unions put the tag ("md") in the path; the user never wrote it.
-    location = location.replace("task.md.", "task.")
+    if len(parts) > 1 and parts[0] == "task" and parts[1] in TASK_KINDS:
+        del parts[1]
+    if error["type"] in ("union_tag_invalid", "union_tag_not_found"):
+        parts.append("kind")
+    location = ".".join(parts)
     phrase_for = _TYPE_PHRASES.get(error["type"])
     if phrase_for is not None:
         message = phrase_for(error)
-        if error["type"] not in ("missing", "extra_forbidden"):
+        if error["type"] not in ("missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found"):
             message += f", got {error['input']!r}"
     else:
         message = error["msg"].removeprefix("Value error, ")

@@ -19,8 +19,7 @@ from driver.output import H5MDWriter
 from driver.provenance import host_description, now_iso, package_versions
 from driver.recipe import Recipe
 from driver.structure import load_structure
-from driver.tasks import JobContext, task_runner
-from driver.tasks.md import relax_positions
+from driver.tasks import JobContext, task_module, task_runner
 
 log = logging.getLogger(__name__)
 
@@ -57,26 +56,25 @@ def prepare_output(out_dir: Path, jobs: list[Job], overwrite: bool) -> None:
         raise InputError(f"{out_dir}: output directory not writable")
 
 
-def starting_structure(recipe: Recipe, model: LoadedModel) -> tuple[Atoms, dict]:
+def starting_structure(recipe: Recipe, model: LoadedModel) -> tuple[Atoms, dict, dict]:
     """The structure every job starts from, optionally relaxed with the raw model.
 
     Relaxing with the raw model is enough: the scalar correction leaves minima where they are.
     """
     atoms = load_structure(recipe.structure)
     atoms.calc = model.calculator
+    prepared = task_module(recipe.task.kind).prepare(atoms, recipe.task)
+    atoms = prepared.pop("_start", atoms)  # a task may start from another structure (NEB: an endpoint)
     info: dict[str, object] = {"n_atoms": len(atoms), "formula": atoms.get_chemical_formula()}
-    relax = getattr(recipe.task, "relax", None)
-    if relax is not None:
-        converged, steps = relax_positions(atoms, relax)
-        info.update(prerelax_converged=converged, prerelax_steps=steps)
-        log.info("pre-relaxation: %s after %d steps", "converged" if converged else "NOT converged", steps)
+    info.update({k: v for k, v in prepared.items() if not k.startswith("_")})
     info["reference_energy_eV"] = float(atoms.get_potential_energy())
     atoms.calc = None
-    return atoms, info
+    return atoms, info, {k: v for k, v in prepared.items() if k.startswith("_")}
 
 
 def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: SofteningScale | None,
-            reference_energy_eV: float, out_dir: Path, provenance: dict, entries: list[dict]) -> None:
+            reference_energy_eV: float, out_dir: Path, provenance: dict, entries: list[dict],
+            prepared: dict | None = None) -> None:
     """Run one job into OUT/<job>.h5; its summary entry joins `entries` before it starts,
     so an interrupted job is still reported as such."""
     atoms = start.copy()
@@ -94,6 +92,8 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
     writer = H5MDWriter(path, atoms, provenance=job_provenance, flush_every=recipe.output.flush_every,
                         compression=recipe.output.compression, velocities=recipe.output.velocities,
                         forces=recipe.output.forces)
+    if recipe.task.kind != "md":  # tasks without a trajectory store their structure as one frame
+        writer.append(0, 0.0, atoms, {"potential_energy": float(atoms.get_potential_energy())})
     entry = {"job": job.name, "file": path.name, "variant": job.variant,
              "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV,
              "softening_scale": scale.value if job.variant == "corrected" else None,
@@ -102,9 +102,10 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
     started = time.perf_counter()
     status = "failed"
     try:
-        context = JobContext(job, recipe, atoms, atoms.calc, writer, out_dir, reference_energy_eV)
+        context = JobContext(job, recipe, atoms, atoms.calc, writer, out_dir, reference_energy_eV, model,
+                             scale.value if scale is not None else None, prepared or {})
         entry.update(task_runner(recipe.task.kind)(context))
-        status = "completed"
+        status = "completed" if entry.get("converged", True) else "not converged"
     except DriverError as exc:
         entry["error"] = str(exc)
         log.error("%s failed: %s", job.name, exc)
@@ -137,10 +138,10 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     model = load_model(recipe.model)
     if scale is not None:
         scale.check_model(model.weights_sha256)
-    start, structure_info = starting_structure(recipe, model)
+    start, structure_info, prepared = starting_structure(recipe, model)
     reference_energy = structure_info["reference_energy_eV"]
     provenance = {
-        "recipe": recipe_text, "recipe_name": recipe.name, "seed": recipe.task.seed,
+        "recipe": recipe_text, "recipe_name": recipe.name, "seed": getattr(recipe.task, "seed", None),
         "package_versions": package_versions(), "host": host_description(), "mpi_size": 1,
         **model.provenance(), **structure_info,
     }
@@ -148,7 +149,10 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     try:
         for job in jobs:
             log.info("running %s", job.name)
-            run_job(job, recipe, start, model, scale, reference_energy, out_dir, provenance, report.jobs)
+            run_job(job, recipe, start, model, scale, reference_energy, out_dir, provenance, report.jobs, prepared)
+        finalize = getattr(task_module(recipe.task.kind), "finalize", None)
+        if finalize is not None:
+            finalize(out_dir, report.jobs)
     finally:
         extra = {**model.provenance(), **structure_info}
         if scale is not None:

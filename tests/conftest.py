@@ -98,11 +98,15 @@ def write_recipe(folder: Path, filename: str = "recipe.yaml", **sections) -> Pat
         "output": {"directory": str(folder / "out"), "write_every": 2, "flush_every": 2},
     }
     for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(recipe.get(key), dict):
+        if key == "task" and isinstance(value, dict) and value.get("kind", "md") != "md":
+            recipe[key] = value  # another task kind: none of the MD defaults apply
+        elif isinstance(value, dict) and isinstance(recipe.get(key), dict):
             recipe[key] = {**recipe[key], **value}
         else:
             recipe[key] = value
-    recipe = {k: v for k, v in recipe.items() if v is not None}
+    # None removes a key, at the top level or inside a section.
+    recipe = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+              for k, v in recipe.items() if v is not None}
     path = folder / filename
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from driver.jobs import Job
+from driver.models import LoadedModel
 from driver.output import H5MDWriter
 from driver.recipe import Recipe
 
-_TASK_MODULES = {"md": "driver.tasks.md"}
+_TASK_MODULES = {"md": "driver.tasks.md", "phonons": "driver.tasks.phonons", "neb": "driver.tasks.neb"}
 
 
 @dataclass
@@ -31,7 +32,14 @@ class JobContext:
     writer: H5MDWriter
     out_dir: Path
     reference_energy_eV: float
+    model: LoadedModel  # for batched evaluation of many structures per call
+    softening_scale: float | None  # None for raw jobs
+    prepared: dict = field(default_factory=dict)  # what the task's prepare() built (e.g. NEB endpoints)
+
+
+def task_module(kind: str):
+    return importlib.import_module(_TASK_MODULES[kind])
 
 
 def task_runner(kind: str) -> Callable[[JobContext], dict]:
-    return importlib.import_module(_TASK_MODULES[kind]).run
+    return task_module(kind).run

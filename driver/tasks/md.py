@@ -163,6 +163,15 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float, writer: H5MDWriter,
     )
 
 
+def prepare(atoms: Atoms, task: MDTask) -> dict:
+    """Optional pre-relaxation of positions with the raw model, shared by all jobs."""
+    if task.relax is None:
+        return {}
+    converged, steps = relax_positions(atoms, task.relax)
+    log.info("pre-relaxation: %s after %d steps", "converged" if converged else "NOT converged", steps)
+    return {"prerelax_converged": converged, "prerelax_steps": steps}
+
+
 def run(context) -> dict:
     """The MD task for one job: seeded Maxwell-Boltzmann start, then `run_md`."""
     task = context.recipe.task

@@ -1,0 +1,190 @@
+"""Batched vs one-by-one evaluation of N displaced copies of a 64-atom Si supercell, per family.
+
+    python bench/batch_eval.py            (from the repository root)
+
+One-by-one is `model.calculator` per structure (`evaluate_one_by_one`); batched is
+`driver.models.batch.evaluate_batch` with all N structures in one call. Both ask for energy,
+forces and stress (the calculators compute stress on every call anyway). Each side gets warm-up
+calls (WARMUP full batches, WARMUP single calculator calls), then REPEATS timed runs,
+interleaved, and reports the median; the speed-up is
+one_by_one_time / batched_time measured side by side in this run. Writes the key
+"batched_evaluation" of bench/results.json (other keys are kept).
+
+Models: CHGNet bundled with chgnet; M3GNet from $DRIVER_MODELS_DIR or ../shared/models relative
+to the repository root (skipped when absent); a small random-weight MACE built with
+tests/conftest.py's build_small_mace (MACE-MP-0 weights cannot be downloaded here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("DRIVER_OFFLINE", "1")
+
+from mace import modules as _mace_modules  # noqa: E402,F401  # isort: skip  (mace before e3nn)
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from ase.build import bulk  # noqa: E402
+
+from driver.models import load_model  # noqa: E402
+from driver.models.batch import evaluate_batch, evaluate_one_by_one  # noqa: E402
+from driver.recipe import ModelSpec  # noqa: E402
+from tests.conftest import M3GNET_NAME, build_small_mace  # noqa: E402
+
+N_STRUCTURES = 16
+WARMUP = 2
+REPEATS = 3
+RESULTS = ROOT / "bench" / "results.json"
+
+
+def displaced_supercells(n: int) -> list:
+    base = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 2, 2))  # 64 atoms
+    copies = []
+    for seed in range(n):
+        atoms = base.copy()
+        atoms.rattle(0.03, seed=seed)
+        copies.append(atoms)
+    return copies
+
+
+def models_dir() -> Path | None:
+    for entry in os.environ.get("DRIVER_MODELS_DIR", "").split(os.pathsep):
+        if entry and (Path(entry).expanduser() / M3GNET_NAME / "model.json").is_file():
+            return Path(entry).expanduser()
+    default = ROOT.parent / "shared" / "models"
+    return default if (default / M3GNET_NAME / "model.json").is_file() else None
+
+
+def specs(workdir: Path) -> list[tuple[str, dict | None, str]]:
+    folder = models_dir()
+    mace_path = build_small_mace(workdir / "small-bench.model")
+    return [
+        ("chgnet", {"name": "chgnet"}, "CHGNet 0.3.0 (bundled)"),
+        ("m3gnet", {"name": "m3gnet", "models_dir": str(folder)} if folder else None, M3GNET_NAME),
+        ("mace-mp-0", {"name": "mace-mp-0", "checkpoint": str(mace_path)},
+         "small random-weight ScaleShiftMACE (8x0e+8x1o, 2 interactions, r_max 4 Å)"),
+    ]
+
+
+def timed(fn) -> tuple[float, list[dict]]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def bench_family(model, structures) -> dict:
+    def batched():
+        return evaluate_batch(model, structures, stress=True)
+
+    def one_by_one():
+        return evaluate_one_by_one(model.calculator, structures, stress=True)
+
+    # Warm-up: WARMUP batched calls on the full set, WARMUP single calculator calls.
+    for _ in range(WARMUP):
+        batched()
+    evaluate_one_by_one(model.calculator, structures[:WARMUP], stress=True)
+    t_batch, t_loop = [], []
+    for _ in range(REPEATS):  # interleaved, so drifts in machine load hit both sides alike
+        t, a = timed(batched)
+        t_batch.append(t)
+        t, b = timed(one_by_one)
+        t_loop.append(t)
+    max_df = max(float(np.abs(x["forces"] - y["forces"]).max()) for x, y in zip(a, b, strict=True))
+    max_de = max(abs(x["energy"] - y["energy"]) for x, y in zip(a, b, strict=True))
+    batched_s, loop_s = statistics.median(t_batch), statistics.median(t_loop)
+    return {
+        "batched_s": round(batched_s, 4),
+        "one_by_one_s": round(loop_s, 4),
+        "speedup": round(loop_s / batched_s, 2),
+        "batched_runs_s": [round(t, 4) for t in t_batch],
+        "one_by_one_runs_s": [round(t, 4) for t in t_loop],
+        "max_abs_energy_diff_eV": max_de,
+        "max_abs_force_diff_eV_per_A": max_df,
+    }
+
+
+def main() -> int:
+    structures = displaced_supercells(N_STRUCTURES)
+    load_before = os.getloadavg()[0]
+    if load_before > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load_before:.1f} on {os.cpu_count()} CPUs: other processes compete "
+              "for the cores and the timings will be noisy", file=sys.stderr)
+    rows: dict[str, dict] = {}
+    device = None
+    with tempfile.TemporaryDirectory() as tmp:
+        for family, fields, label in specs(Path(tmp)):
+            if fields is None:
+                print(f"{family}: skipped (M3GNet weights not found; set DRIVER_MODELS_DIR)", file=sys.stderr)
+                rows[family] = {"skipped": "weights not found"}
+                continue
+            with contextlib.redirect_stdout(sys.stderr):
+                model = load_model(ModelSpec(**fields))
+                row = bench_family(model, structures)
+            device = model.device
+            rows[family] = {"model": label, "dtype": model.dtype, "device": model.device, **row}
+
+    header = f"{'family':<10} {'dtype':<8} {'batched s':>10} {'1-by-1 s':>10} {'speed-up':>9}  max|dF| eV/Å"
+    print(f"{N_STRUCTURES} x Si{len(structures[0])} (rattled), energy+forces+stress, "
+          f"median of {REPEATS} after {WARMUP} warm-ups, batch = all {N_STRUCTURES} in one call")
+    print(header)
+    print("-" * len(header))
+    for family, row in rows.items():
+        if "skipped" in row:
+            print(f"{family:<10} skipped ({row['skipped']})")
+            continue
+        print(f"{family:<10} {row['dtype']:<8} {row['batched_s']:>10.3f} {row['one_by_one_s']:>10.3f} "
+              f"{row['speedup']:>8.2f}x  {row['max_abs_force_diff_eV_per_A']:.1e}")
+
+    record = {
+        "description": "evaluate_batch (all structures per model call) vs model.calculator one by one",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "device": device,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
+        },
+        "settings": {
+            "structures": N_STRUCTURES,
+            "atoms_per_structure": len(structures[0]),
+            "properties": "energy, forces, stress",
+            "batch_size": N_STRUCTURES,
+            "warmup_calls": WARMUP,
+            "repeats": REPEATS,
+            "statistic": "median",
+        },
+        "results": rows,
+    }
+    existing = {}
+    if RESULTS.is_file():
+        try:
+            existing = json.loads(RESULTS.read_text())
+        except json.JSONDecodeError:
+            print(f"warning: {RESULTS} was not valid JSON; rewriting it", file=sys.stderr)
+    existing["batched_evaluation"] = record
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    tmp_path = RESULTS.with_suffix(".json.tmp")
+    tmp_path.write_text(json.dumps(existing, indent=2) + "\n")
+    tmp_path.replace(RESULTS)
+    print(f"wrote {RESULTS.relative_to(ROOT)} [batched_evaluation]")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Migration barriers with ASE's NEB (`task.kind: neb`), all moving images in one model call.
+
+ASE's NEB evaluates images one at a time; `BatchedNEB` evaluates them together first (through
+the model's own batching) and hands ASE the results, so ASE's tangents, springs, climbing image
+and optimizers are used unchanged. For the scalar softening correction the path is the raw path
+and every barrier is the raw one divided by s.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+
+import numpy as np
+from ase import Atoms
+from ase.calculators.singlepoint import SinglePointCalculator
+from ase.io import write
+from ase.mep import NEB, NEBTools
+from ase.mep.neb import NEBOptimizer
+from ase.optimize import BFGS, FIRE
+from ase.utils.forcecurve import fit_images
+
+from driver.recipe import NEBTask
+from driver.tasks.neb_endpoints import build_endpoints, relax_fixed_cell
+
+log = logging.getLogger(__name__)
+
+Evaluator = Callable[[Sequence[Atoms]], list[dict]]
+
+
+def prepare(atoms: Atoms, task: NEBTask) -> dict:
+    """Build both endpoints from the recipe's structure, relaxed at fixed cell with the raw model
+    (the correction keeps minima). The initial endpoint replaces the starting structure."""
+    initial, final, info = build_endpoints(atoms, task)
+    initial.calc = final.calc = atoms.calc
+    if task.relax_endpoints:
+        for name, endpoint in (("initial", initial), ("final", final)):
+            converged, steps = relax_fixed_cell(endpoint, task.endpoint_fmax_eV_A, task.endpoint_max_steps)
+            info[f"{name}_endpoint_relaxed"] = converged
+            log.info("%s endpoint: %s after %d steps", name, "relaxed" if converged else "NOT relaxed", steps)
+    info["final_endpoint_energy_eV"] = float(final.get_potential_energy())
+    final.calc = None
+    info["_start"] = initial
+    info["_final"] = final
+    return info
+
+
+class BatchedNEB(NEB):
+    """ASE's NEB with the moving images evaluated together by `evaluate` before each force call."""
+
+    def __init__(self, images: list[Atoms], evaluate: Evaluator, **kwargs):
+        super().__init__(images, allow_shared_calculator=True, **kwargs)
+        self.evaluate = evaluate
+        self.image_max_forces = np.zeros(len(images) - 2)
+        self.model_calls = 0
+
+    def attach_results(self, images: Sequence[Atoms]) -> None:
+        for image, result in zip(images, self.evaluate(images), strict=True):
+            image.calc = SinglePointCalculator(image, energy=result["energy"], forces=result["forces"])
+        self.model_calls += 1
+
+    def get_forces(self):
+        self.attach_results(self.images[1:-1])
+        forces = super().get_forces()
+        per_image = forces.reshape(len(self.images) - 2, -1, 3)
+        self.image_max_forces = np.linalg.norm(per_image, axis=2).max(axis=1)
+        return forces
+
+
+def make_optimizer(neb: BatchedNEB, name: str):
+    if name == "fire":
+        return FIRE(neb, logfile=None)
+    if name == "bfgs":
+        return BFGS(neb, logfile=None)
+    return NEBOptimizer(neb, method="ode", logfile=None)
+
+
+def evaluator_for(context) -> Evaluator:
+    """Raw results for the moving images (batched where that pays), corrected about E0 for
+    corrected jobs: the same map as SofteningCorrection, applied to the batch."""
+    from driver.correction import correct_batch_results
+    from driver.models.batch import evaluate_many
+
+    task: NEBTask = context.recipe.task
+
+    def evaluate(images: Sequence[Atoms]) -> list[dict]:
+        results = evaluate_many(context.model, images, batched=task.batched, batch_size=task.batch_size)
+        if context.softening_scale is None or context.job.variant != "corrected":
+            return results
+        return correct_batch_results(results, context.softening_scale, context.reference_energy_eV)
+
+    return evaluate
+
+
+def build_band(initial: Atoms, final: Atoms, task: NEBTask, evaluate: Evaluator) -> BatchedNEB:
+    images = [initial.copy() for _ in range(task.n_images + 1)] + [final.copy()]
+    # Interpolate on a plain NEB: ASE's IDPP optimises the object it is given against its own
+    # surrogate calculators, which BatchedNEB.get_forces would replace with the model's results.
+    NEB(images, method=task.method).interpolate(method=task.interpolation, mic=True)
+    neb = BatchedNEB(images, evaluate, k=task.spring_constant_eV_A2, climb=task.climb, method=task.method)
+    neb.attach_results([images[0], images[-1]])  # endpoints: evaluated once, never move
+    return neb
+
+
+def run(context) -> dict:
+    task: NEBTask = context.recipe.task
+    neb = build_band(context.atoms, context.prepared["_final"], task, evaluator_for(context))
+    iteration_energies: list[np.ndarray] = []
+    iteration_forces: list[np.ndarray] = []
+
+    def record() -> None:
+        iteration_energies.append(np.array(neb.energies, dtype=float))
+        iteration_forces.append(neb.image_max_forces.copy())
+
+    optimizer = make_optimizer(neb, task.optimizer)
+    optimizer.attach(record, interval=1)
+    converged = bool(optimizer.run(fmax=task.fmax_eV_A, steps=task.max_steps))
+    if not iteration_energies or neb.model_calls > len(iteration_energies) + 1:
+        record()  # the last evaluated path, when the optimizer stopped between observer calls
+
+    energies = np.array([image.get_potential_energy() for image in neb.images])
+    fit = fit_images(neb.images)
+    spline_barrier, _ = NEBTools(neb.images).get_barrier(fit=True)
+    summary = {
+        "converged": converged,
+        "iterations": len(iteration_energies),
+        "model_calls": neb.model_calls,
+        "max_force_eV_A": float(iteration_forces[-1].max()),
+        "barrier_eV": float(energies.max() - energies[0]),
+        "backward_barrier_eV": float(energies.max() - energies[-1]),
+        "reaction_energy_eV": float(energies[-1] - energies[0]),
+        "barrier_spline_eV": float(spline_barrier),
+        "saddle_image": int(np.argmax(energies)),
+        "n_images": len(neb.images),
+    }
+    if not converged:
+        log.warning("%s: NEB NOT converged after %d steps (max force %.3f eV/Å > %.3f); last path kept",
+                    context.job.name, task.max_steps, summary["max_force_eV_A"], task.fmax_eV_A)
+    band_file = context.out_dir / f"{context.job.name}.neb.extxyz"
+    write(band_file, neb.images, format="extxyz")
+    summary["band_file"] = band_file.name
+    context.writer.write_results("neb", summary, {
+        "iteration_energies_eV": np.array(iteration_energies),
+        "iteration_max_force_eV_A": np.array(iteration_forces),
+        "image_energies_eV": energies,
+        "image_positions_A": np.array([image.positions for image in neb.images]),
+        "reaction_coordinate_A": np.asarray(fit.path),
+        "mep_energies_eV": np.asarray(fit.energies),
+        "spline_coordinate_A": np.asarray(fit.fit_path),
+        "spline_energies_eV": np.asarray(fit.fit_energies),
+    })
+    return summary

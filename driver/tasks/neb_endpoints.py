@@ -1,0 +1,80 @@
+"""NEB endpoints: from two files, or built from one host structure for a vacancy or interstitial hop."""
+
+from __future__ import annotations
+
+import numpy as np
+from ase import Atoms
+from ase.geometry import find_mic
+from ase.io import read
+from ase.optimize import FIRE
+
+from driver.errors import InputError
+from driver.recipe import InterstitialHop, NEBTask, VacancyHop
+
+
+def nearest_same_species(atoms: Atoms, index: int) -> int:
+    """Index of the closest atom of the same element (minimum image)."""
+    symbol = atoms[index].symbol
+    candidates = [i for i, a in enumerate(atoms) if a.symbol == symbol and i != index]
+    if not candidates:
+        raise InputError(f"task.vacancy_hop.to: no other {symbol} atom to hop to")
+    distances = atoms.get_distances(index, candidates, mic=True)
+    return candidates[int(np.argmin(distances))]
+
+
+def vacancy_hop_endpoints(host: Atoms, hop: VacancyHop) -> tuple[Atoms, Atoms, dict]:
+    """Initial: host without the atom at `to`. Final: the same, with the ion `from` moved onto `to`."""
+    n = len(host)
+    if hop.from_site >= n:
+        raise InputError(f"task.vacancy_hop.from: site {hop.from_site} does not exist ({n} atoms)")
+    if host[hop.from_site].symbol != hop.species:
+        raise InputError(f"task.vacancy_hop.from: atom {hop.from_site} is {host[hop.from_site].symbol}, not {hop.species}")
+    to_site = nearest_same_species(host, hop.from_site) if hop.to_site == "nearest" else hop.to_site
+    if to_site >= n or to_site == hop.from_site:
+        raise InputError(f"task.vacancy_hop.to: site {to_site} is not another atom of the structure ({n} atoms)")
+    if host[to_site].symbol != hop.species:
+        raise InputError(f"task.vacancy_hop.to: atom {to_site} is {host[to_site].symbol}, not {hop.species}")
+    # Move along the shortest (minimum-image) vector, so the path never crosses the cell.
+    hop_vector, hop_length = find_mic(host.positions[to_site] - host.positions[hop.from_site], host.cell, host.pbc)
+    initial = host.copy()
+    final = host.copy()
+    final.positions[hop.from_site] += hop_vector
+    del initial[to_site]
+    del final[to_site]
+    return initial, final, {"hop_from_site": hop.from_site, "hop_to_site": to_site, "hop_length_A": float(hop_length)}
+
+
+def interstitial_hop_endpoints(host: Atoms, hop: InterstitialHop) -> tuple[Atoms, Atoms, dict]:
+    endpoints = []
+    for fractional in (hop.from_fractional, hop.to_fractional):
+        atoms = host.copy()
+        atoms.append(hop.species)
+        atoms.positions[-1] = np.asarray(fractional) @ host.cell[:]
+        endpoints.append(atoms)
+    vector, length = find_mic(endpoints[1].positions[-1] - endpoints[0].positions[-1], host.cell, host.pbc)
+    endpoints[1].positions[-1] = endpoints[0].positions[-1] + vector
+    return endpoints[0], endpoints[1], {"hop_length_A": float(length)}
+
+
+def file_endpoints(initial: Atoms, final_file: str) -> tuple[Atoms, Atoms, dict]:
+    try:
+        final = read(final_file)
+    except Exception as exc:  # ASE raises many types for unreadable files
+        raise InputError(f"{final_file}: task.final: cannot read structure ({exc})") from None
+    if final.get_chemical_symbols() != initial.get_chemical_symbols():
+        raise InputError(f"{final_file}: task.final: atoms differ from the initial structure in number or order")
+    final.calc = None
+    return initial.copy(), final, {}
+
+
+def build_endpoints(structure: Atoms, task: NEBTask) -> tuple[Atoms, Atoms, dict]:
+    if task.vacancy_hop is not None:
+        return vacancy_hop_endpoints(structure, task.vacancy_hop)
+    if task.interstitial_hop is not None:
+        return interstitial_hop_endpoints(structure, task.interstitial_hop)
+    return file_endpoints(structure, task.final)
+
+
+def relax_fixed_cell(atoms: Atoms, fmax: float, steps: int) -> tuple[bool, int]:
+    optimizer = FIRE(atoms, logfile=None)
+    return bool(optimizer.run(fmax=fmax, steps=steps)), optimizer.nsteps

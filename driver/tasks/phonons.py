@@ -1,0 +1,210 @@
+"""Harmonic phonons by finite displacements with phonopy (`task.kind: phonons`).
+
+phonopy makes the displaced supercells and turns forces into force constants; the driver only
+evaluates the forces, many supercells per model call where the model batches. For the scalar
+softening correction, F' = F/s makes force constants /s and frequencies /sqrt(s), exactly.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from ase import Atoms
+from ase.dft.kpoints import parse_path_string
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+
+from driver.errors import SimulationError
+from driver.recipe import PhononTask
+
+log = logging.getLogger(__name__)
+
+
+def prepare(atoms: Atoms, task: PhononTask) -> dict:
+    """Relax positions and (unless told not to) the cell with the raw model, before any job."""
+    if task.relax is None:
+        return {}
+    target = FrechetCellFilter(atoms) if task.relax.relax_cell else atoms
+    optimizer = FIRE(target, logfile=None)
+    converged = bool(optimizer.run(fmax=task.relax.fmax_eV_A, steps=task.relax.max_steps))
+    log.info("pre-relaxation (%s): %s after %d steps", "cell and positions" if task.relax.relax_cell else "positions",
+             "converged" if converged else "NOT converged", optimizer.nsteps)
+    return {"prerelax_converged": converged, "prerelax_steps": optimizer.nsteps,
+            "relaxed_cell_A": atoms.cell[:].round(8).tolist()}
+
+
+def to_phonopy(atoms: Atoms):
+    from phonopy.structure.atoms import PhonopyAtoms
+
+    return PhonopyAtoms(symbols=atoms.get_chemical_symbols(), cell=atoms.cell[:], scaled_positions=atoms.get_scaled_positions())
+
+
+def to_ase(cell) -> Atoms:
+    return Atoms(symbols=cell.symbols, cell=cell.cell, scaled_positions=cell.scaled_positions, pbc=True)
+
+
+def supercell_matrix(atoms: Atoms, task: PhononTask) -> np.ndarray:
+    """An explicit matrix or repeats, or the fewest repeats that make each lattice vector >= a length."""
+    if task.supercell_min_length_A is not None:
+        lengths = atoms.cell.lengths()
+        return np.diag(np.maximum(1, np.ceil(task.supercell_min_length_A / lengths)).astype(int))
+    matrix = np.asarray(task.supercell, dtype=int)
+    return np.diag(matrix) if matrix.ndim == 1 else matrix
+
+
+def make_phonopy(atoms: Atoms, task: PhononTask):
+    """A Phonopy object with its displacements generated: the plain data other tools can continue from."""
+    from phonopy import Phonopy
+
+    with warnings.catch_warnings():  # we ask for "auto" on purpose; phonopy warns that it is the default
+        warnings.filterwarnings("ignore", message="primitive_matrix defaulted")
+        phonon = Phonopy(to_phonopy(atoms), supercell_matrix=supercell_matrix(atoms, task),
+                         primitive_matrix="auto" if task.primitive == "auto" else "P", is_symmetry=task.symmetry)
+    phonon.generate_displacements(distance=task.displacement_A)
+    return phonon
+
+
+def compute_force_sets(phonon, model, softening_scale: float | None, batched: bool | str,
+                       batch_size: int | None) -> tuple[np.ndarray, float]:
+    """Forces on every displaced supercell minus the perfect supercell's residual forces.
+
+    Returns (force sets, raw energy of the perfect supercell). The correction is applied to the
+    batch results about that energy, the reference of this system.
+    """
+    from driver.correction import correct_batch_results
+    from driver.models.batch import evaluate_many
+
+    perfect = to_ase(phonon.supercell)
+    displaced = [to_ase(cell) for cell in phonon.supercells_with_displacements]
+    results = evaluate_many(model, [perfect, *displaced], batched=batched, batch_size=batch_size)
+    reference_energy = results[0]["energy"]
+    if softening_scale is not None:
+        results = correct_batch_results(results, softening_scale, reference_energy)
+    residual = results[0]["forces"]
+    forces = np.array([r["forces"] - residual for r in results[1:]])
+    if not np.isfinite(forces).all():
+        raise SimulationError("non-finite forces on a displaced supercell")
+    return forces, reference_energy
+
+
+def band_path(phonon, points_per_segment: int):
+    """ASE's special-point path for the primitive lattice, in phonopy's q-point form."""
+    from ase.cell import Cell
+    from phonopy.phonon.band_structure import get_band_qpoints_and_path_connections
+
+    path = Cell(phonon.primitive.cell).bandpath(npoints=0)
+    sections = parse_path_string(path.path)
+    special = path.special_points
+    qpoints, connections = get_band_qpoints_and_path_connections(
+        [[list(special[label]) for label in section] for section in sections], npoints=points_per_segment)
+    labels = [_pretty(label) for section in sections for label in section]
+    named = {tuple(np.round(point, 6)): _pretty(label) for label, point in special.items()}
+    return qpoints, connections, labels, named
+
+
+def _pretty(label: str) -> str:
+    return "Γ" if label == "G" else label
+
+
+@dataclass
+class ImaginaryMode:
+    qpoint: list[float]
+    label: str
+    frequency_THz: float
+
+    def describe(self) -> str:
+        return f"{self.label} {self.frequency_THz:.3f} THz"
+
+
+def imaginary_modes(qpoints: np.ndarray, frequencies: np.ndarray, named: dict[tuple, str], tolerance_THz: float) -> list[ImaginaryMode]:
+    """Q-points whose lowest frequency is below -tolerance (phonopy writes imaginary as negative)."""
+    found = []
+    for q, freqs in zip(qpoints, frequencies, strict=True):
+        if freqs.min() < -tolerance_THz:
+            key = tuple(np.round(q, 6))
+            label = named.get(key, "q=(" + ", ".join(f"{x:.3f}" for x in q) + ")")
+            if not any(m.label == label for m in found):
+                found.append(ImaginaryMode([float(x) for x in q], label, float(freqs.min())))
+    return found
+
+
+def run(context) -> dict:
+    task: PhononTask = context.recipe.task
+    phonon = make_phonopy(context.atoms, task)
+    n_displacements = len(phonon.supercells_with_displacements)
+    log.info("%s: %d displaced supercells of %d atoms", context.job.name, n_displacements, len(phonon.supercell))
+    scale = context.softening_scale if context.job.variant == "corrected" else None
+    forces, supercell_energy = compute_force_sets(phonon, context.model, scale, task.batched, task.batch_size)
+    phonon.forces = forces
+    phonon.produce_force_constants()
+    phonon.symmetrize_force_constants()
+
+    gamma = phonon.get_frequencies([0.0, 0.0, 0.0])
+    qpoints, connections, labels, named = band_path(phonon, task.band_points)
+    phonon.run_band_structure(qpoints, path_connections=connections, labels=labels)
+    bands = phonon.get_band_structure_dict()
+    phonon.run_mesh(task.mesh, is_gamma_center=True)
+    phonon.run_total_dos()
+    dos = phonon.get_total_dos_dict()
+    phonon.run_thermal_properties(t_min=task.t_min_K, t_max=task.t_max_K, t_step=task.t_step_K,
+                                  exclude_gamma_acoustic=True)
+    thermal = phonon.get_thermal_properties_dict()
+
+    band_q = np.concatenate(bands["qpoints"])
+    band_f = np.concatenate(bands["frequencies"])
+    mesh = phonon.get_mesh_dict()
+    imaginary = imaginary_modes(np.vstack([band_q, mesh["qpoints"]]), np.vstack([band_f, mesh["frequencies"]]),
+                                named, task.imaginary_tolerance_THz)
+    if imaginary:
+        log.warning("%s: imaginary modes at %s", context.job.name, ", ".join(m.describe() for m in imaginary))
+
+    yaml_path = context.out_dir / f"{context.job.name}.phonopy.yaml"
+    phonon.save(yaml_path, settings={"force_constants": True})
+    at_300 = int(np.argmin(np.abs(thermal["temperatures"] - 300.0)))
+    summary = {
+        "n_displacements": n_displacements,
+        "supercell_matrix": supercell_matrix(context.atoms, task).tolist(),
+        "frequencies_THz": [round(float(f), 6) for f in gamma],
+        "max_frequency_THz": float(band_f.max()),
+        "mean_frequency_THz": float(np.mean(mesh["frequencies"][mesh["frequencies"] > 0])),
+        "imaginary_modes": bool(imaginary),
+        "imaginary_qpoints": [m.describe() for m in imaginary],
+        "free_energy_300K_kJ_mol": float(thermal["free_energy"][at_300]),
+        "heat_capacity_300K_J_K_mol": float(thermal["heat_capacity"][at_300]),
+        "phonopy_file": yaml_path.name,
+    }
+    arrays = {
+        "gamma_frequencies_THz": gamma,
+        "band_qpoints": band_q,
+        "band_distances": np.concatenate(bands["distances"]),
+        "band_frequencies_THz": band_f,
+        "band_segment_lengths": np.array([len(q) for q in bands["qpoints"]]),
+        "dos_frequencies_THz": dos["frequency_points"],
+        "dos_states_per_THz": dos["total_dos"],
+        "thermal_temperatures_K": thermal["temperatures"],
+        "free_energy_kJ_mol": thermal["free_energy"],
+        "entropy_J_K_mol": thermal["entropy"],
+        "heat_capacity_J_K_mol": thermal["heat_capacity"],
+        "force_constants_eV_A2": phonon.force_constants,
+        "force_sets_eV_A": forces,
+    }
+    context.writer.write_results("phonons", {**summary, "band_labels": json.dumps(labels),
+                                             "band_connections": json.dumps([bool(c) for c in connections]),
+                                             "supercell_energy_eV": supercell_energy}, arrays)
+    return summary
+
+
+def finalize(out_dir, entries: list[dict]) -> None:
+    """After all jobs: a picture per job, and raw and corrected overlaid where both ran."""
+    from driver.tasks.phonon_plots import plot_phonons, read_phonon_results
+
+    done = {e["job"]: read_phonon_results(out_dir / e["file"]) for e in entries if e["status"] == "completed"}
+    for name, data in done.items():
+        plot_phonons(out_dir / f"{name}.phonons.png", [(name, data)])
+        next(e for e in entries if e["job"] == name)["plot"] = f"{name}.phonons.png"
+    if "raw" in done and "corrected" in done:
+        plot_phonons(out_dir / "phonons_raw_vs_corrected.png", [("raw", done["raw"]), ("corrected", done["corrected"])])

@@ -1,0 +1,125 @@
+"""Batched evaluation gives, per structure, what the family's ASE calculator gives one by one."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ase.build import bulk
+
+from driver.correction import SofteningCorrection, correct_batch_results
+from driver.errors import InputError
+from driver.models import LoadedModel
+from driver.models.batch import evaluate_batch, evaluate_one_by_one
+
+FAMILIES = ["chgnet_model", "m3gnet64_model", "mace64_model"]
+# (relative energy, absolute forces eV/Å, absolute stress eV/Å³): CHGNet is float32, the rest float64.
+TOLERANCES = {"chgnet": (1e-5, 5e-5, 1e-6), "m3gnet": (1e-9, 1e-9, 1e-10), "mace-mp-0": (1e-9, 1e-9, 1e-10)}
+
+
+def mixed_structures():
+    """Five cells of different sizes and compositions, all within every test model's elements."""
+    si8 = bulk("Si", "diamond", a=5.43, cubic=True)
+    si8.rattle(0.08, seed=3)
+    si16 = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
+    si16.rattle(0.05, seed=4)
+    si2 = bulk("Si", "diamond", a=5.40)
+    si2.rattle(0.03, seed=5)
+    sip = bulk("Si", "diamond", a=5.50, cubic=True)
+    sip.symbols[3] = "P"
+    sip.cell[0, 1] += 0.2  # sheared, so every stress component is exercised
+    sip.rattle(0.05, seed=6)
+    fe16 = bulk("Fe", "bcc", a=2.87, cubic=True).repeat((2, 2, 2))
+    fe16.rattle(0.05, seed=7)
+    return [si8, si16, si2, sip, fe16]
+
+
+def reference(calculator, structures):
+    out = []
+    for atoms in structures:
+        atoms = atoms.copy()
+        atoms.calc = calculator
+        out.append((atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def structures():
+    return mixed_structures()
+
+
+@pytest.fixture(scope="module")
+def references(structures):
+    cache = {}
+
+    def get(model):
+        if model.family not in cache:
+            cache[model.family] = reference(model.calculator, structures)
+        return cache[model.family]
+
+    return get
+
+
+def assert_matches(model, results, refs, stress=True):
+    e_rel, f_abs, s_abs = TOLERANCES[model.family]
+    assert len(results) == len(refs)
+    for result, (energy, forces, sigma) in zip(results, refs, strict=True):
+        assert isinstance(result["energy"], float)
+        assert result["energy"] == pytest.approx(energy, rel=e_rel)
+        assert result["forces"].dtype == np.float64 and result["forces"].shape == forces.shape
+        np.testing.assert_allclose(result["forces"], forces, rtol=0, atol=f_abs)
+        if stress:
+            assert result["stress"].shape == (6,)
+            np.testing.assert_allclose(result["stress"], sigma, rtol=0, atol=s_abs)
+        else:
+            assert "stress" not in result
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+@pytest.mark.parametrize("batch_size", [None, 2])
+def test_batch_equals_calculator_one_by_one(request, structures, references, fixture, batch_size):
+    model = request.getfixturevalue(fixture)
+    positions = [a.positions.copy() for a in structures]
+    results = evaluate_batch(model, structures, stress=True, batch_size=batch_size)
+    assert_matches(model, results, references(model))
+    # The inputs are left as they were, and matgl's dtype scope does not leak.
+    assert all(np.array_equal(a.positions, p) and a.calc is None for a, p in zip(structures, positions, strict=True))
+    assert torch.get_default_dtype() == torch.float32
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_batch_without_stress_and_single_structure(request, structures, references, fixture):
+    model = request.getfixturevalue(fixture)
+    assert_matches(model, evaluate_batch(model, structures[2:3]), references(model)[2:3], stress=False)
+    assert evaluate_batch(model, []) == []
+
+
+def test_batch_size_must_be_positive(chgnet_model, structures):
+    with pytest.raises(ValueError, match="batch_size"):
+        evaluate_batch(chgnet_model, structures, batch_size=0)
+
+
+def test_other_calculators_fall_back_to_a_loop(mace64_model, structures):
+    wrapped = SofteningCorrection(mace64_model.calculator, 1.3, -40.0)
+    model = LoadedModel(wrapped, "mace-mp-0", "test", None, "cpu", "float64")
+    results = evaluate_batch(model, structures, stress=True)
+    loop = evaluate_one_by_one(wrapped, structures, stress=True)
+    assert_matches(model, results, [(r["energy"], r["forces"], r["stress"]) for r in loop])
+    assert_matches(model, results, reference(wrapped, structures))
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_correct_batch_results_equals_softening_correction(request, structures, fixture):
+    model = request.getfixturevalue(fixture)
+    s, e0 = 1.25, -40.0
+    corrected = correct_batch_results(evaluate_batch(model, structures, stress=True, batch_size=2), s, e0)
+    assert_matches(model, corrected, reference(SofteningCorrection(model.calculator, s, e0), structures))
+
+
+def test_correct_batch_results_checks_scale_and_keeps_input():
+    raw = [{"energy": -10.0, "forces": np.ones((2, 3)), "extra": 1}]
+    out = correct_batch_results(raw, 2.0, -4.0)
+    assert out[0]["energy"] == -7.0 and np.all(out[0]["forces"] == 0.5) and out[0]["extra"] == 1
+    assert "stress" not in out[0] and raw[0]["energy"] == -10.0 and np.all(raw[0]["forces"] == 1.0)
+    with pytest.raises(InputError, match="softening_scale"):
+        correct_batch_results(raw, 0.0, -4.0)

@@ -1,0 +1,129 @@
+"""NEB: endpoints built right, the same barrier as ASE driven by hand, the exact barrier/s relation
+for the scalar correction, and non-convergence reported as such."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+from ase.io import read
+from ase.mep import NEB
+from ase.optimize import FIRE
+
+from driver.cli import main
+from driver.errors import InputError
+from driver.recipe import VacancyHop
+from driver.tasks.neb_endpoints import vacancy_hop_endpoints
+from tests.conftest import ROOT, write_recipe
+
+LI2O = ROOT / "recipes" / "structures" / "Li2O_antifluorite.cif"
+SCALE = 0.627
+NEB_TASK = {"kind": "neb", "vacancy_hop": {"species": "Li", "from": 4, "to": "nearest"}, "n_images": 3,
+            "fmax_eV_A": 0.02, "max_steps": 400}
+
+
+@pytest.fixture(scope="module")
+def li2o_neb(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("neb")
+    recipe = write_recipe(folder, structure={"file": str(LI2O)}, correction={"scale": SCALE}, compare=True,
+                          task=NEB_TASK)
+    assert main(["run", str(recipe)]) == 0
+    return folder / "out"
+
+
+def _neb(path):
+    with h5py.File(path, "r") as handle:
+        group = handle["results/neb"]
+        return {key: group[key][()] for key in group} | dict(group.attrs)
+
+
+def test_vacancy_hop_endpoints():
+    host = read(LI2O)
+    initial, final, info = vacancy_hop_endpoints(host, VacancyHop(species="Li", **{"from": 4}))
+    assert len(initial) == len(final) == len(host) - 1
+    assert info["hop_length_A"] == pytest.approx(4.61 / 2, abs=1e-6)  # nearest Li-Li along <100>
+    moved = np.linalg.norm(final.positions - initial.positions, axis=1)
+    assert np.count_nonzero(moved > 1e-9) == 1 and moved.max() == pytest.approx(info["hop_length_A"])
+    with pytest.raises(InputError, match="task.vacancy_hop.from: atom 0 is O, not Li"):
+        vacancy_hop_endpoints(host, VacancyHop(species="Li", **{"from": 0}))
+    with pytest.raises(InputError, match="site 99 does not exist"):
+        vacancy_hop_endpoints(host, VacancyHop(species="Li", **{"from": 99}))
+
+
+def test_barrier_equals_ase_driven_by_hand(li2o_neb, chgnet_model):
+    """Same relaxed endpoints, same calculator, ASE's own NEB/IDPP/FIRE: barrier within 1 meV."""
+    ours = _neb(li2o_neb / "raw.h5")
+    band = read(li2o_neb / "raw.neb.extxyz", ":")
+    images = [band[0].copy() for _ in range(4)] + [band[-1].copy()]
+    for image in images:
+        image.calc = chgnet_model.calculator
+    neb = NEB(images, climb=True, method="improvedtangent", allow_shared_calculator=True)
+    neb.interpolate(method="idpp", mic=True)
+    assert FIRE(neb, logfile=None).run(fmax=0.02, steps=400)
+    energies = [image.get_potential_energy() for image in images]
+    assert ours["barrier_eV"] == pytest.approx(max(energies) - energies[0], abs=1e-3)
+    assert ours["converged"]
+
+
+def test_corrected_barrier_is_raw_over_s_on_the_same_path(li2o_neb):
+    raw, corrected = _neb(li2o_neb / "raw.h5"), _neb(li2o_neb / "corrected.h5")
+    assert raw["barrier_eV"] > 0.05  # a real barrier, not a flat path
+    # Independent optimisations to fmax 0.02 eV/Å: equal up to that tolerance.
+    assert corrected["barrier_eV"] * SCALE == pytest.approx(raw["barrier_eV"], abs=3e-3)
+    saddle = raw["saddle_image"]
+    assert corrected["saddle_image"] == saddle
+    np.testing.assert_allclose(corrected["image_positions_A"][saddle], raw["image_positions_A"][saddle], atol=0.03)
+    # Endpoints are shared exactly, and E' = E there.
+    np.testing.assert_array_equal(corrected["image_positions_A"][0], raw["image_positions_A"][0])
+    assert corrected["image_energies_eV"][0] == pytest.approx(raw["image_energies_eV"][0], abs=1e-9)
+
+
+def test_outputs_record_convergence_history_and_mep(li2o_neb):
+    raw = _neb(li2o_neb / "raw.h5")
+    assert raw["iteration_energies_eV"].shape == (raw["iterations"], 5)
+    assert raw["iteration_max_force_eV_A"].shape == (raw["iterations"], 3)
+    assert raw["iteration_max_force_eV_A"][-1].max() <= 0.02 + 1e-9
+    assert raw["reaction_coordinate_A"][0] == 0 and np.all(np.diff(raw["reaction_coordinate_A"]) > 0)
+    assert raw["spline_energies_eV"].max() == pytest.approx(raw["barrier_spline_eV"], abs=1e-6)
+    # A symmetric hop between equivalent sites: forward and backward barriers agree.
+    assert raw["backward_barrier_eV"] == pytest.approx(raw["barrier_eV"], abs=5e-3)
+    summary = json.loads((li2o_neb / "summary.json").read_text())
+    assert {job["job"]: job["status"] for job in summary["jobs"]} == {"raw": "completed", "corrected": "completed"}
+    assert all(job["barrier_eV"] > 0 for job in summary["jobs"])
+
+
+def test_batched_and_one_by_one_give_the_same_path(tmp_path, small_mace_path):
+    barriers = {}
+    for batched in (True, False):
+        folder = tmp_path / str(batched)
+        folder.mkdir()
+        recipe = write_recipe(folder, structure={"file": str(LI2O)},
+                              model={"name": "mace-mp-0", "checkpoint": str(small_mace_path), "dtype": "float64"},
+                              task={**NEB_TASK, "batched": batched, "max_steps": 30, "fmax_eV_A": 0.05})
+        main(["run", str(recipe)])
+        barriers[batched] = _neb(folder / "out" / "raw.h5")
+    np.testing.assert_allclose(barriers[True]["iteration_energies_eV"], barriers[False]["iteration_energies_eV"],
+                               atol=1e-8)
+
+
+def test_not_converged_is_exit_1_with_the_last_path_kept(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, structure={"file": str(LI2O)}, task={**NEB_TASK, "max_steps": 2, "fmax_eV_A": 0.001})
+    assert main(["run", str(recipe)]) == 1
+    assert "NOT converged" in capsys.readouterr().out
+    job = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"][0]
+    assert job["status"] == "not converged" and job["converged"] is False
+    assert len(read(tmp_path / "out" / "raw.neb.extxyz", ":")) == 5
+
+
+@pytest.mark.parametrize("task, expected", [
+    ({"kind": "neb"}, "task: give exactly one of 'final', 'vacancy_hop' or 'interstitial_hop'"),
+    ({"kind": "neb", "final": "nope.cif"}, "task.final: final endpoint file not found"),
+    ({"kind": "neb", "vacancy_hop": {"species": "Li"}}, "task.vacancy_hop.from: is required"),
+    ({"kind": "neb", "vacancy_hop": {"species": "Li", "from": 1}, "optimizer": "lbfgs"}, "task.optimizer: must be one of"),
+])
+def test_bad_neb_recipes(tmp_path, capsys, task, expected):
+    recipe = write_recipe(tmp_path, structure={"file": str(LI2O)}, task=task)
+    assert main(["validate", str(recipe)]) == 2
+    assert expected in capsys.readouterr().err
