@@ -18,34 +18,24 @@ tests/conftest.py's build_small_mace (MACE-MP-0 weights cannot be downloaded her
 from __future__ import annotations
 
 import contextlib
-import datetime
-import json
-import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-os.environ.setdefault("DRIVER_OFFLINE", "1")
+from common import machine_record, save_result, specs, warn_if_busy  # isort: skip
 
-from mace import modules as _mace_modules  # noqa: E402,F401  # isort: skip  (mace before e3nn)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from ase.build import bulk  # noqa: E402
+import numpy as np
+from ase.build import bulk
 
-from driver.models import load_model  # noqa: E402
-from driver.models.batch import evaluate_batch, evaluate_one_by_one  # noqa: E402
-from driver.recipe import ModelSpec  # noqa: E402
-from tests.conftest import M3GNET_NAME, build_small_mace  # noqa: E402
+from driver.models import load_model
+from driver.models.batch import evaluate_batch, evaluate_one_by_one
+from driver.recipe import ModelSpec
 
 N_STRUCTURES = 16
 WARMUP = 2
 REPEATS = 3
-RESULTS = ROOT / "bench" / "results.json"
 
 
 def displaced_supercells(n: int) -> list:
@@ -56,25 +46,6 @@ def displaced_supercells(n: int) -> list:
         atoms.rattle(0.03, seed=seed)
         copies.append(atoms)
     return copies
-
-
-def models_dir() -> Path | None:
-    for entry in os.environ.get("DRIVER_MODELS_DIR", "").split(os.pathsep):
-        if entry and (Path(entry).expanduser() / M3GNET_NAME / "model.json").is_file():
-            return Path(entry).expanduser()
-    default = ROOT.parent / "shared" / "models"
-    return default if (default / M3GNET_NAME / "model.json").is_file() else None
-
-
-def specs(workdir: Path) -> list[tuple[str, dict | None, str]]:
-    folder = models_dir()
-    mace_path = build_small_mace(workdir / "small-bench.model")
-    return [
-        ("chgnet", {"name": "chgnet"}, "CHGNet 0.3.0 (bundled)"),
-        ("m3gnet", {"name": "m3gnet", "models_dir": str(folder)} if folder else None, M3GNET_NAME),
-        ("mace-mp-0", {"name": "mace-mp-0", "checkpoint": str(mace_path)},
-         "small random-weight ScaleShiftMACE (8x0e+8x1o, 2 interactions, r_max 4 Å)"),
-    ]
 
 
 def timed(fn) -> tuple[float, list[dict]]:
@@ -116,10 +87,7 @@ def bench_family(model, structures) -> dict:
 
 def main() -> int:
     structures = displaced_supercells(N_STRUCTURES)
-    load_before = os.getloadavg()[0]
-    if load_before > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: load average {load_before:.1f} on {os.cpu_count()} CPUs: other processes compete "
-              "for the cores and the timings will be noisy", file=sys.stderr)
+    load_before = warn_if_busy()
     rows: dict[str, dict] = {}
     device = None
     with tempfile.TemporaryDirectory() as tmp:
@@ -148,18 +116,7 @@ def main() -> int:
 
     record = {
         "description": "evaluate_batch (all structures per model call) vs model.calculator one by one",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "torch_threads": torch.get_num_threads(),
-            "python": platform.python_version(),
-            "torch": torch.__version__,
-            "device": device,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "load_average_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
-        },
+        "machine": machine_record(device, load_before),
         "settings": {
             "structures": N_STRUCTURES,
             "atoms_per_structure": len(structures[0]),
@@ -171,18 +128,7 @@ def main() -> int:
         },
         "results": rows,
     }
-    existing = {}
-    if RESULTS.is_file():
-        try:
-            existing = json.loads(RESULTS.read_text())
-        except json.JSONDecodeError:
-            print(f"warning: {RESULTS} was not valid JSON; rewriting it", file=sys.stderr)
-    existing["batched_evaluation"] = record
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    tmp_path = RESULTS.with_suffix(".json.tmp")
-    tmp_path.write_text(json.dumps(existing, indent=2) + "\n")
-    tmp_path.replace(RESULTS)
-    print(f"wrote {RESULTS.relative_to(ROOT)} [batched_evaluation]")
+    save_result("batched_evaluation", record)
     return 0
 
 
