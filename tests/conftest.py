@@ -87,6 +87,13 @@ def rattled_si():
     return atoms
 
 
+def energy_forces_stress(calculator, atoms):
+    """Energy, forces and stress of a copy of `atoms` through `calculator` (ASE conventions)."""
+    atoms = atoms.copy()
+    atoms.calc = calculator
+    return atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+
+
 def write_recipe(folder: Path, filename: str = "recipe.yaml", **sections) -> Path:
     """A small valid MD recipe (CHGNet, 8-atom Si) with sections replaced or extended."""
     recipe = {

@@ -8,22 +8,17 @@ import pytest
 from driver.correction import SofteningCorrection, SofteningScale, read_correction_file
 from driver.errors import InputError
 from driver.recipe import ModelSpec
+from tests.conftest import energy_forces_stress
 
 SCALE = 0.8
-
-
-def _results(calculator, atoms):
-    atoms = atoms.copy()
-    atoms.calc = calculator
-    return atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
 
 
 @pytest.mark.parametrize("fixture", ["chgnet_model", "m3gnet64_model", "mace64_model"])
 def test_affine_map_of_raw_results(request, rattled_si, fixture):
     base = request.getfixturevalue(fixture).calculator
     reference_energy = -40.0
-    raw_energy, raw_forces, raw_stress = _results(base, rattled_si)
-    energy, forces, stress = _results(SofteningCorrection(base, SCALE, reference_energy), rattled_si)
+    raw_energy, raw_forces, raw_stress = energy_forces_stress(base, rattled_si)
+    energy, forces, stress = energy_forces_stress(SofteningCorrection(base, SCALE, reference_energy), rattled_si)
     assert energy == pytest.approx(reference_energy + (raw_energy - reference_energy) / SCALE, abs=1e-9)
     # Exact up to the rounding of one division in the model's precision (CHGNet: float32).
     rtol = 10 * np.finfo(raw_forces.dtype).eps
@@ -32,17 +27,17 @@ def test_affine_map_of_raw_results(request, rattled_si, fixture):
 
 
 def test_reference_structure_keeps_its_energy(m3gnet64_model, rattled_si):
-    raw_energy = _results(m3gnet64_model.calculator, rattled_si)[0]
+    raw_energy = energy_forces_stress(m3gnet64_model.calculator, rattled_si)[0]
     corrected = SofteningCorrection(m3gnet64_model.calculator, SCALE, raw_energy)
-    assert _results(corrected, rattled_si)[0] == pytest.approx(raw_energy, abs=1e-12)
+    assert energy_forces_stress(corrected, rattled_si)[0] == pytest.approx(raw_energy, abs=1e-12)
 
 
 @pytest.mark.parametrize("fixture", ["m3gnet64_model", "mace64_model"])
 def test_forces_are_minus_finite_difference_gradient(request, rattled_si, fixture):
     """Conservative: F'_ia = -dE'/dr_ia by central differences (float64 models, h = 1e-4 Å)."""
     base = request.getfixturevalue(fixture).calculator
-    corrected = SofteningCorrection(base, SCALE, reference_energy_eV=_results(base, rattled_si)[0])
-    _, forces, _ = _results(corrected, rattled_si)
+    corrected = SofteningCorrection(base, SCALE, reference_energy_eV=energy_forces_stress(base, rattled_si)[0])
+    _, forces, _ = energy_forces_stress(corrected, rattled_si)
     h = 1e-4
     rng = np.random.default_rng(0)
     for atom in rng.choice(len(rattled_si), size=3, replace=False):
@@ -51,7 +46,7 @@ def test_forces_are_minus_finite_difference_gradient(request, rattled_si, fixtur
             for sign in (+1, -1):
                 displaced = rattled_si.copy()
                 displaced.positions[atom, axis] += sign * h
-                energies.append(_results(corrected, displaced)[0])
+                energies.append(energy_forces_stress(corrected, displaced)[0])
             numeric = -(energies[0] - energies[1]) / (2 * h)
             assert forces[atom, axis] == pytest.approx(numeric, abs=1e-5), (atom, axis)
 

@@ -10,18 +10,13 @@ from driver.errors import InputError
 from driver.models import load_model
 from driver.models.device import resolve_device
 from driver.recipe import ModelSpec
-
-
-def _evaluate(calculator, atoms):
-    atoms = atoms.copy()
-    atoms.calc = calculator
-    return atoms.get_potential_energy(), atoms.get_forces(), atoms.get_stress()
+from tests.conftest import energy_forces_stress
 
 
 @pytest.mark.parametrize("fixture", ["chgnet_model", "m3gnet64_model", "mace64_model"])
 def test_family_gives_energy_forces_stress(request, rattled_si, fixture):
     model = request.getfixturevalue(fixture)
-    energy, forces, stress = _evaluate(model.calculator, rattled_si)
+    energy, forces, stress = energy_forces_stress(model.calculator, rattled_si)
     assert np.isfinite(energy)
     assert forces.shape == (len(rattled_si), 3) and np.isfinite(forces).all()
     assert stress.shape == (6,) and np.isfinite(stress).all()
@@ -36,8 +31,8 @@ def test_chgnet_matches_library_directly(chgnet_model, rattled_si):
     from chgnet.model.dynamics import CHGNetCalculator
 
     direct = CHGNetCalculator(model=CHGNet.load(verbose=False), use_device="cpu")
-    ours = _evaluate(chgnet_model.calculator, rattled_si)
-    theirs = _evaluate(direct, rattled_si)
+    ours = energy_forces_stress(chgnet_model.calculator, rattled_si)
+    theirs = energy_forces_stress(direct, rattled_si)
     for a, b in zip(ours, theirs, strict=True):
         np.testing.assert_allclose(a, b, atol=1e-5)
     assert chgnet_model.source == "chgnet-0.3.0"
@@ -56,7 +51,7 @@ def test_m3gnet_energy_matches_shared_reference(m3gnet64_model):
 def test_stress_is_eV_per_A3_and_equals_strain_derivative(request, rattled_si, fixture):
     """ASE convention: sigma_ij = (1/V) dE/d(eps_ij). matgl defaults to GPa; we must not."""
     calculator = request.getfixturevalue(fixture).calculator
-    _, _, stress = _evaluate(calculator, rattled_si)
+    _, _, stress = energy_forces_stress(calculator, rattled_si)
     h = 1e-5
     for voigt, (i, j) in enumerate([(0, 0), (1, 1), (2, 2)]):
         energies = []
@@ -65,7 +60,7 @@ def test_stress_is_eV_per_A3_and_equals_strain_derivative(request, rattled_si, f
             strain = np.eye(3)
             strain[i, j] += sign * h
             strained.set_cell(rattled_si.cell[:] @ strain, scale_atoms=True)
-            energies.append(_evaluate(calculator, strained)[0])
+            energies.append(energy_forces_stress(calculator, strained)[0])
         numeric = (energies[0] - energies[1]) / (2 * h) / rattled_si.get_volume()
         assert stress[voigt] == pytest.approx(numeric, abs=2e-5)
 
@@ -109,7 +104,7 @@ def test_mace_named_model_found_in_models_dir(tmp_path, small_mace_path, rattled
     (tmp_path / "mace-mp-0-small.model").write_bytes(small_mace_path.read_bytes())
     model = load_model(ModelSpec(name="mace-mp-0", variant="small", models_dir=str(tmp_path), dtype="float64"))
     assert model.source == str(tmp_path / "mace-mp-0-small.model")
-    assert np.isfinite(_evaluate(model.calculator, rattled_si)[0])
+    assert np.isfinite(energy_forces_stress(model.calculator, rattled_si)[0])
 
 
 def test_bad_mace_file_is_input_error(tmp_path):
@@ -134,5 +129,5 @@ def test_gpu_matches_cpu(name, small_mace_path, rattled_si):
     gpu = load_model(ModelSpec(name=name, device="auto", **extra))
     cpu = load_model(ModelSpec(name=name, device="cpu", **extra))
     assert gpu.device.startswith("cuda")
-    np.testing.assert_allclose(_evaluate(gpu.calculator, rattled_si)[1], _evaluate(cpu.calculator, rattled_si)[1],
+    np.testing.assert_allclose(energy_forces_stress(gpu.calculator, rattled_si)[1], energy_forces_stress(cpu.calculator, rattled_si)[1],
                                atol=1e-3)
