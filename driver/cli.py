@@ -135,6 +135,21 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from driver.analysis import compare_run
+
+    charges = {}
+    for item in args.charge or []:
+        symbol, _, value = item.partition("=")
+        try:
+            charges[symbol.strip()] = float(value)
+        except ValueError:
+            raise InputError(f"--charge {item}: expected SYMBOL=CHARGE, e.g. Li=1") from None
+    comparison = compare_run(args.out_dir, charges=charges or None, window=tuple(args.window))
+    print(comparison.format())
+    return 0
+
+
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="chgnet | m3gnet | mace-mp-0, or a checkpoint path")
     parser.add_argument("--family", choices=["chgnet", "m3gnet", "mace-mp-0"], help="family of a checkpoint path")
@@ -227,6 +242,15 @@ def build_parser() -> argparse.ArgumentParser:
     sample.add_argument("--overwrite", action="store_true")
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(handler=_cmd_sample)
+
+    compare = commands.add_parser("compare", help="raw vs corrected: tables, plots and report.md of a finished run")
+    compare.add_argument("out_dir", help="output folder of `driver run` (holds summary.json)")
+    compare.add_argument("--charge", action="append", metavar="SYMBOL=CHARGE",
+                         help="ionic charge for Nernst-Einstein (repeatable; default: oxidation states guessed "
+                         "from the composition)")
+    compare.add_argument("--window", nargs=2, type=float, default=[0.1, 0.5], metavar=("START", "END"),
+                         help="MSD fit window as fractions of the run (default 0.1 0.5)")
+    compare.set_defaults(handler=_cmd_compare)
 
     models = commands.add_parser("models", help="list model families and where weights are found")
     models.set_defaults(handler=_cmd_models)

@@ -1,0 +1,219 @@
+"""`driver compare`: diffusion estimators on synthetic data with known answers, then the command on
+a short real CHGNet run (MD at two temperatures, and phonons), and its one-line input errors."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import h5py
+import numpy as np
+import pytest
+from ase import Atoms
+
+from driver.analysis.diffusion import (
+    A2_PER_FS_TO_CM2_PER_S,
+    BOLTZMANN_EV_K,
+    arrhenius_fit,
+    diffusivity,
+    msd_time_averaged,
+    nernst_einstein,
+    unwrap,
+)
+from driver.cli import main
+from driver.output import H5MDWriter
+from tests.conftest import write_recipe
+
+PNG = b"\x89PNG\r\n\x1a\n"
+SCALE = 0.627
+EA, D0 = 0.30, 1e-3  # eV, cm²/s: the synthetic Arrhenius law
+BOX = 15.0
+
+
+def _walk(d_cm2_s: float, n_walkers: int, frames: int, dt_fs: float, seed: int) -> np.ndarray:
+    """Brownian walkers: each step Gaussian with variance 2 D dt per Cartesian direction."""
+    rng = np.random.default_rng(seed)
+    d_a2_fs = d_cm2_s / A2_PER_FS_TO_CM2_PER_S
+    steps = rng.normal(0.0, math.sqrt(2 * d_a2_fs * dt_fs), size=(frames - 1, n_walkers, 3))
+    start = rng.uniform(0, BOX, size=(1, n_walkers, 3))
+    return np.concatenate([start, start + np.cumsum(steps, axis=0)])
+
+
+def _write_walk_h5(path, d_cm2_s: float, temperature: float, variant: str, *, n_walkers=500, n_host=100,
+                   frames=400, dt_fs=10.0, seed=0, wrap=False) -> None:
+    """Li walkers in a still N host (Li3N-like charges), written as the driver writes MD."""
+    walkers = _walk(d_cm2_s, n_walkers, frames, dt_fs, seed)
+    host = np.random.default_rng(seed + 1000).uniform(0, BOX, size=(n_host, 3))
+    atoms = Atoms(["Li"] * n_walkers + ["N"] * n_host, positions=np.vstack([walkers[0], host]),
+                  cell=[BOX] * 3, pbc=True)
+    provenance = {"variant": variant, "temperature_K": temperature,
+                  "softening_scale": SCALE if variant == "corrected" else None}
+    writer = H5MDWriter(path, atoms, provenance=provenance, flush_every=100, velocities=False, forces=False)
+    for frame in range(frames):
+        positions = np.vstack([walkers[frame], host])
+        atoms.positions = positions % BOX if wrap else positions
+        writer.append(frame * 5, frame * dt_fs, atoms, {"temperature": temperature, "potential_energy": -1.0 * frame})
+    writer.close("completed")
+
+
+def _arrhenius_d(temperature: float, ea: float = EA, d0: float = D0) -> float:
+    return d0 * math.exp(-ea / (BOLTZMANN_EV_K * temperature))
+
+
+def test_fft_msd_equals_direct_time_origin_average():
+    positions = np.random.default_rng(3).normal(size=(30, 4, 3)).cumsum(axis=0)
+    direct = [np.mean([np.sum((positions[t + k] - positions[t]) ** 2, axis=1).mean() for t in range(30 - k)])
+              for k in range(30)]
+    np.testing.assert_allclose(msd_time_averaged(positions), direct, rtol=1e-10, atol=1e-10)
+
+
+def test_random_walk_diffusivity_recovered_and_unwrapping(tmp_path):
+    """D of 400 Brownian walkers from the time-origin-averaged MSD: within 4 % and 3 block errors;
+    wrapped positions, unwrapped by minimum image, give the same D."""
+    true_d = 2e-5
+    walkers = _walk(true_d, 400, 1000, 10.0, seed=11)
+    times = np.arange(1000) * 10.0
+    _, fit = diffusivity(times, walkers)
+    assert "block averaging" in fit.error_method
+    assert abs(fit.diffusivity_cm2_s / true_d - 1) < 0.04
+    assert abs(fit.diffusivity_cm2_s - true_d) < 3 * fit.error_cm2_s
+    cells = np.repeat(np.eye(3)[None] * BOX, len(times), axis=0)
+    np.testing.assert_allclose(unwrap(walkers % BOX, cells) - (walkers % BOX)[0], walkers - walkers[0], atol=1e-9)
+    print(f"random walk: D = {fit.diffusivity_cm2_s:.4g} ± {fit.error_cm2_s:.2g} cm²/s (true {true_d:g})")
+
+
+def test_arrhenius_fit_recovers_activation_energy():
+    temperatures = [500.0, 600.0, 700.0, 800.0, 1000.0]
+    noise = np.random.default_rng(5).normal(0, 0.02, len(temperatures))
+    fit = arrhenius_fit(temperatures, [_arrhenius_d(t) * math.exp(e) for t, e in zip(temperatures, noise, strict=True)])
+    assert abs(fit.activation_energy_eV - EA) < 3 * fit.activation_energy_error_eV + 1e-3
+    assert abs(fit.activation_energy_eV - EA) < 0.01
+    assert abs(math.log(fit.prefactor_cm2_s / D0)) < 0.2
+    exact = arrhenius_fit([600.0, 900.0], [_arrhenius_d(600), _arrhenius_d(900)])
+    assert exact.activation_energy_eV == pytest.approx(EA, rel=1e-9) and exact.activation_energy_error_eV is None
+    assert arrhenius_fit([600.0], [1e-5]) is None
+
+
+def test_nernst_einstein_units():
+    """One Li+ per 10 Å³ (1e23 cm⁻³), D = 1e-5 cm²/s, 300 K: n e² D / kT = 6.2 S/cm."""
+    sigma = nernst_einstein(1e-5, 1, 10.0, 1.0, 300.0)
+    assert sigma == pytest.approx(1e23 * 1.602176634e-19**2 * 1e-5 / (1.380649e-23 * 300), rel=1e-12)
+
+
+@pytest.fixture(scope="module")
+def synthetic_md_run(tmp_path_factory):
+    """Raw at 600/800/1000 K following D0 exp(-Ea/kT); corrected following the scalar-correction
+    prediction D'(T) = D_raw(sT)/sqrt(s). Host wrapped nowhere; corrected walkers stored wrapped."""
+    out = tmp_path_factory.mktemp("synthetic")
+    jobs = []
+    for number, temperature in enumerate((600.0, 800.0, 1000.0)):
+        for variant in ("raw", "corrected"):
+            d = _arrhenius_d(temperature) if variant == "raw" else _arrhenius_d(SCALE * temperature) / math.sqrt(SCALE)
+            name = f"{variant}-T{temperature:g}K"
+            _write_walk_h5(out / f"{name}.h5", d, temperature, variant, seed=10 * number + (variant == "raw"),
+                           wrap=variant == "corrected")
+            jobs.append({"job": name, "file": f"{name}.h5", "variant": variant, "temperature_K": temperature,
+                         "softening_scale": SCALE if variant == "corrected" else None, "status": "completed"})
+    (out / "summary.json").write_text(json.dumps({"recipe": "synthetic", "jobs": jobs}))
+    return out
+
+
+def test_compare_recovers_synthetic_arrhenius(synthetic_md_run, capsys):
+    from driver.analysis import compare_run
+
+    comparison = compare_run(synthetic_md_run)
+    raw, corrected = comparison.arrhenius[("raw", "Li")], comparison.arrhenius[("corrected", "Li")]
+    assert abs(raw.activation_energy_eV - EA) < 0.02
+    assert abs(corrected.activation_energy_eV - EA / SCALE) < 0.03
+    assert raw.activation_energy_error_eV is not None and raw.activation_energy_error_eV < 0.02
+    for run in comparison.md:
+        li = run.species["Li"]
+        truth = _arrhenius_d(run.temperature_K) if run.variant == "raw" else \
+            _arrhenius_d(SCALE * run.temperature_K) / math.sqrt(SCALE)
+        assert abs(li.fit.diffusivity_cm2_s - truth) < 3 * li.fit.error_cm2_s
+        assert abs(li.fit.diffusivity_cm2_s / truth - 1) < 0.1
+        assert li.charge_e == 1 and run.species["N"].charge_e == -3
+        assert run.species["N"].fit.diffusivity_cm2_s < 1e-2 * truth  # only the drift correction moves N
+        assert li.conductivity_S_cm == pytest.approx(
+            nernst_einstein(li.fit.diffusivity_cm2_s, 500, BOX**3, 1, run.temperature_K), rel=1e-9)
+    predicted = [line for line in comparison.relations if "predicted D_raw(s·T" in line and line.startswith("MD Li")]
+    assert len(predicted) == 3
+    ratios = [float(line.rsplit("ratio ", 1)[1].rstrip(")")) for line in predicted]
+    assert all(abs(r - 1) < 0.15 for r in ratios), ratios
+    assert any("predicted raw Ea/s" in line for line in comparison.relations)
+    print(f"synthetic Arrhenius: raw Ea = {raw.activation_energy_eV:.4f} ± {raw.activation_energy_error_eV:.4f} eV "
+          f"(true {EA}), corrected Ea = {corrected.activation_energy_eV:.4f} (true {EA / SCALE:.4f}); "
+          f"predicted/measured D ratios {ratios}")
+
+
+def _write_neb(path, variant: str, factor: float) -> None:
+    coordinate = np.linspace(0, 2.5, 7)
+    energies = factor * 0.4 * np.sin(np.pi * coordinate / 2.5) ** 2
+    with h5py.File(path, "w") as handle:
+        group = handle.create_group("results/neb")
+        group.attrs.update({"barrier_eV": energies.max(), "barrier_spline_eV": energies.max(),
+                            "backward_barrier_eV": energies.max(), "reaction_energy_eV": 0.0, "converged": True})
+        for key, value in {"reaction_coordinate_A": coordinate, "mep_energies_eV": energies,
+                           "spline_coordinate_A": coordinate, "spline_energies_eV": energies}.items():
+            group[key] = value
+
+
+def test_compare_neb_barrier_relation(tmp_path):
+    for variant, factor in (("raw", 1.0), ("corrected", 1 / SCALE)):
+        _write_neb(tmp_path / f"{variant}.h5", variant, factor)
+    jobs = [{"job": v, "file": f"{v}.h5", "variant": v, "status": "completed",
+             "softening_scale": SCALE if v == "corrected" else None} for v in ("raw", "corrected")]
+    (tmp_path / "summary.json").write_text(json.dumps({"jobs": jobs}))
+    from driver.analysis import compare_run
+
+    comparison = compare_run(tmp_path)
+    line = next(line for line in comparison.relations if line.startswith("NEB barrier"))
+    assert f"corrected {0.4 / SCALE:.4f} eV vs predicted raw/s = {0.4 / SCALE:.4f} eV" in line
+    assert (tmp_path / "compare_neb.png").read_bytes().startswith(PNG)
+
+
+def _check_outputs(out, stdout: str, names: list[str]) -> None:
+    report = (out / "report.md").read_text()
+    for name in names:
+        png = (out / name).read_bytes()
+        assert png.startswith(PNG) and len(png) > 1000, name
+        assert f"]({name})" in report
+    assert "| job |" in stdout and "| job |" in report
+    assert "Predicted (scalar correction) vs measured" in stdout
+
+
+def test_compare_real_md_run(tmp_path, capsys):
+    """CHGNet Si, raw and corrected at 2 temperatures, a few steps: every plot, the report, the
+    table, and the MD relation (raw Arrhenius from 2 points: D too small to mean much, but present)."""
+    recipe = write_recipe(tmp_path, correction={"scale": SCALE}, compare=True,
+                          task={"temperature_K": [600, 1200], "steps": 8})
+    assert main(["run", str(recipe)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["compare", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    _check_outputs(out, stdout, ["compare_msd.png", "compare_traces.png", "compare_rdf.png", "compare_arrhenius.png"])
+    assert "corrected-T1200K" in stdout and "Si (8)" in stdout
+    assert "MD Si at 600 K: corrected D" in stdout and "predicted D_raw(s·T = 376.2 K)" in stdout
+
+
+def test_compare_real_phonon_run(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, correction={"scale": SCALE}, compare=True,
+                          task={"kind": "phonons", "supercell": [2, 2, 2], "mesh": [4, 4, 4], "band_points": 5})
+    assert main(["run", str(recipe)]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["compare", str(out)]) == 0
+    stdout = capsys.readouterr().out
+    _check_outputs(out, stdout, ["compare_phonons.png"])
+    line = next(line for line in stdout.splitlines() if "phonons: corrected mean band frequency" in line)
+    measured, predicted = (float(part.split(" THz")[0].split()[-1]) for part in line.split(" vs predicted raw/sqrt(s) = "))
+    assert measured == pytest.approx(predicted, rel=1e-3)
+
+
+@pytest.mark.parametrize("make", ["missing", "no_summary"])
+def test_bad_input_exits_2_with_one_line(tmp_path, capsys, make):
+    target = tmp_path / "nowhere" if make == "missing" else tmp_path
+    assert main(["compare", str(target)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(target) in err
