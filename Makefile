@@ -6,19 +6,21 @@ VENV ?= .venv
 TORCH ?= torch==2.13.0
 RECIPE ?= recipes/quickstart.yaml
 PYTEST_ARGS ?=
+SIF ?= driver.sif
+BUILD_ARGS ?=
+APPTAINER ?= $(shell command -v apptainer || command -v singularity)
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint clean
+.PHONY: setup run test bench lint clean sif
 
 setup: $(STAMP)
 
-$(STAMP): pyproject.toml Makefile
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[test]"
+# One install step for the dev venv and the Apptainer image (%post): containers/install.sh creates
+# the venv, installs TORCH, then the project with the pins of containers/constraints.txt.
+$(STAMP): pyproject.toml Makefile containers/install.sh containers/constraints.txt
+	PYTHON="$(PYTHON)" bash containers/install.sh $(VENV) "$(TORCH)" -e ".[test]"
 	touch $@
 
 run: setup
@@ -37,3 +39,8 @@ lint: setup
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
+
+# The cluster image (containers/driver.def); e.g. make sif BUILD_ARGS='--build-arg MACE_SIZES="small medium"'
+sif:
+	@if [ -z "$(APPTAINER)" ]; then echo "make sif: neither apptainer nor singularity is installed here; build $(SIF) on a machine with Apptainer (https://apptainer.org)" >&2; exit 2; fi
+	$(APPTAINER) build $(BUILD_ARGS) $(SIF) containers/driver.def
