@@ -147,6 +147,8 @@ class MDTask(_Strict):
         0.01, gt=0, description="Berendsen barostat compressibility"
     )
     relax: RelaxSpec | None = None
+    min_distance_A: float = Field(0.5, gt=0, description="stop when two atoms come closer (explosion)")
+    max_temperature_factor: float = Field(5.0, gt=1, description="stop when T exceeds this x target")
 
     @field_validator("temperature_K")
     @classmethod

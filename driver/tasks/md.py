@@ -14,6 +14,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.md.md import MolecularDynamics
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
+from ase.neighborlist import neighbor_list
 from ase.optimize import FIRE
 
 from driver.errors import SimulationError
@@ -84,6 +85,27 @@ def make_integrator(atoms: Atoms, task: MDTask, temperature_K: float, seed: int)
     raise ValueError(f"unknown ensemble {task.ensemble!r}")
 
 
+def explosion(atoms: Atoms, values: dict[str, float], step: int, target_K: float, task: MDTask) -> str | None:
+    """Why this frame means the simulation has blown up, or None. Softened potentials at high
+    temperature do explode; the user must see where and why, not a NaN trajectory."""
+    bad = {name: v for name, v in values.items() if not math.isfinite(v)}
+    if bad:
+        return f"non-finite {', '.join(bad)} at step {step}"
+    forces = atoms.get_forces()
+    if not np.isfinite(forces).all():
+        atoms_hit = np.unique(np.argwhere(~np.isfinite(forces))[:, 0])[:5].tolist()
+        return f"non-finite forces at step {step} on atoms {atoms_hit}"
+    i, j, d = neighbor_list("ijd", atoms, task.min_distance_A)
+    if len(d):
+        k = int(np.argmin(d))
+        return (f"atoms {int(i[k])} ({atoms[int(i[k])].symbol}) and {int(j[k])} ({atoms[int(j[k])].symbol}) "
+                f"{d[k]:.3f} Å apart at step {step} (< min_distance_A {task.min_distance_A:g})")
+    if values["temperature"] > task.max_temperature_factor * target_K:
+        return (f"temperature {values['temperature']:.0f} K at step {step} exceeds {task.max_temperature_factor:g} x "
+                f"the target {target_K:g} K")
+    return None
+
+
 def observables(atoms: Atoms, integrator: MolecularDynamics, with_cell: bool) -> dict[str, float]:
     """Per-frame scalars; energies come from the calculator's cache of the current step."""
     potential = float(atoms.get_potential_energy())
@@ -132,8 +154,9 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float, writer: H5MDWriter,
     def record() -> None:
         step = integrator.nsteps
         values = observables(atoms, integrator, with_cell)
-        if not all(math.isfinite(v) for v in values.values()):
-            raise SimulationError(f"{label}: non-finite energy or temperature at step {step}: {values}")
+        reason = explosion(atoms, values, step, temperature_K, task)
+        if reason is not None:
+            raise SimulationError(f"{label}: exploded: {reason}; the {writer.frames} frames before are kept")
         writer.append(step, step * task.timestep_fs, atoms, values)
         temperatures.append(values["temperature"])
         squared_displacements.append(float(np.mean(np.sum((atoms.get_positions() - start_positions) ** 2, axis=1))))

@@ -1,0 +1,50 @@
+"""An exploding simulation stops with a diagnosis (step, atoms, value) and keeps its frames."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+from ase.build import bulk
+
+from driver.cli import main
+from tests.conftest import write_recipe
+
+
+def _job(folder):
+    return json.loads((folder / "out" / "summary.json").read_text())["jobs"][0]
+
+
+def test_runaway_temperature_stops_the_job(tmp_path, capsys):
+    """NVE with a 25 fs step on CHGNet silicon at 3000 K heats up within a few steps."""
+    recipe = write_recipe(tmp_path, task={"ensemble": "nve", "timestep_fs": 25.0, "steps": 400, "temperature_K": 3000},
+                          output={"write_every": 1})
+    assert main(["run", str(recipe)]) == 1
+    job = _job(tmp_path)
+    assert job["status"] == "failed"
+    assert "exploded: temperature" in job["error"] and "exceeds 5 x the target 3000 K" in job["error"]
+    assert "exploded" in capsys.readouterr().out
+    with h5py.File(tmp_path / "out" / "raw-T3000K.h5", "r") as handle:
+        frames = handle["particles/all/position/value"].shape[0]
+        assert handle.attrs["status"] == "failed"
+        assert handle["observables/temperature/value"].shape[0] == frames
+    assert 1 <= frames < 400 and f"the {frames} frames before are kept" in job["error"]
+
+
+def test_atoms_too_close_name_the_pair(tmp_path, small_mace_path):
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    atoms.positions[5] = atoms.positions[3] + [0.2, 0.1, 0.0]
+    structure = tmp_path / "squeezed.extxyz"
+    atoms.write(structure)
+    recipe = write_recipe(tmp_path, structure={"file": str(structure)},
+                          model={"name": "mace-mp-0", "checkpoint": str(small_mace_path)},
+                          task={"min_distance_A": 0.5, "steps": 4})
+    assert main(["run", str(recipe)]) == 1
+    error = _job(tmp_path)["error"]
+    assert "atoms 3 (Si) and 5 (Si) 0.224 Å apart at step 0 (< min_distance_A 0.5)" in error
+
+
+def test_thresholds_are_recipe_settings(tmp_path, capsys):
+    recipe = write_recipe(tmp_path, task={"max_temperature_factor": 1.0})
+    assert main(["validate", str(recipe)]) == 2
+    assert "task.max_temperature_factor: must be > 1, got 1.0" in capsys.readouterr().err
