@@ -20,7 +20,7 @@ setup: $(STAMP)
 # One install step for the dev venv and the Apptainer image (%post): containers/install.sh creates
 # the venv, installs TORCH, then the project with the pins of containers/constraints.txt.
 $(STAMP): pyproject.toml Makefile containers/install.sh containers/constraints.txt
-	PYTHON="$(PYTHON)" bash containers/install.sh $(VENV) "$(TORCH)" -e ".[test]"
+	PYTHON="$(PYTHON)" bash containers/install.sh $(VENV) "$(TORCH)" -e ".[test,mpi]"
 	touch $@
 
 run: setup

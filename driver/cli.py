@@ -49,7 +49,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # Slurm preempts with SIGTERM: treat it like Ctrl-C so files are closed and marked.
     signal.signal(signal.SIGTERM, _raise_interrupt)
     report = run_recipe(recipe, text, out=args.out, overwrite=args.overwrite)
-    print(format_report(report))
+    if report.rank == 0:  # under mpirun, one report for the whole run
+        print(format_report(report))
     return 1 if report.failed else 0
 
 
@@ -278,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted: files closed; summary.json marks the interrupted job", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `driver inspect f.h5 | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":

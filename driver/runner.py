@@ -16,6 +16,7 @@ from driver.errors import DriverError, InputError
 from driver.jobs import Job, plan_jobs
 from driver.models import LoadedModel, load_model
 from driver.output import H5MDWriter
+from driver.parallel import World
 from driver.provenance import host_description, now_iso, package_versions
 from driver.recipe import Recipe
 from driver.structure import load_structure
@@ -30,6 +31,7 @@ SUMMARY_NAME = "summary.json"
 class RunReport:
     out_dir: Path
     jobs: list[dict] = field(default_factory=list)
+    rank: int = 0  # parallel runs: only rank 0 reports
 
     @property
     def failed(self) -> list[dict]:
@@ -129,35 +131,52 @@ def write_summary(out_dir: Path, recipe: Recipe, started: str, jobs: list[dict],
     return path
 
 
-def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwrite: bool = False) -> RunReport:
+def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwrite: bool = False,
+               world: World | None = None) -> RunReport:
+    """Every rank loads the model and runs its share of the jobs; rank 0 writes summary.json."""
+    world = world or World()
     jobs = plan_jobs(recipe)
     out_dir = output_directory(recipe, out)
-    prepare_output(out_dir, jobs, overwrite)
+    world.on_root(lambda: prepare_output(out_dir, jobs, overwrite))
+    world.log_to_rank_file(out_dir)
     started = now_iso()
-    scale = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
-    model = load_model(recipe.model)
-    if scale is not None:
-        scale.check_model(model.weights_sha256)
-    start, structure_info, prepared = starting_structure(recipe, model)
+    # Input errors are the same on every rank; anything else (one GPU out of memory) stops all.
+    with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
+        scale = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
+        model = load_model(recipe.model, world.local_rank)
+        if scale is not None:
+            scale.check_model(model.weights_sha256)
+        start, structure_info, prepared = starting_structure(recipe, model)
     reference_energy = structure_info["reference_energy_eV"]
     provenance = {
         "recipe": recipe_text, "recipe_name": recipe.name, "seed": getattr(recipe.task, "seed", None),
-        "package_versions": package_versions(), "host": host_description(), "mpi_size": 1,
+        "package_versions": package_versions(), "host": host_description(), "mpi_size": world.size,
         **model.provenance(), **structure_info,
     }
-    report = RunReport(out_dir)
+    report = RunReport(out_dir, rank=world.rank)
+    entries: list[dict] = []  # this rank's jobs
     try:
-        for job in jobs:
-            log.info("running %s", job.name)
-            run_job(job, recipe, start, model, scale, reference_energy, out_dir, provenance, report.jobs, prepared)
+        with world.abort_on_error("job failed"):
+            for job in world.share(jobs):
+                log.info("running %s", job.name)
+                run_job(job, recipe, start, model, scale, reference_energy, out_dir, provenance, entries, prepared)
+        report.jobs = in_job_order(jobs, world.allgather(entries))
         finalize = getattr(task_module(recipe.task.kind), "finalize", None)
-        if finalize is not None:
+        if finalize is not None and world.root:
             finalize(out_dir, report.jobs)
     finally:
-        extra = {**model.provenance(), **structure_info}
-        if scale is not None:
-            extra.update(scale.provenance())
-        unfinished = [{"job": j.name, "file": f"{j.name}.h5", "status": "not run"}
-                      for j in jobs[len(report.jobs):]]
-        write_summary(out_dir, recipe, started, report.jobs + unfinished, extra)
+        if not report.jobs:  # interrupted: what this rank knows (all of it in a serial run)
+            report.jobs = in_job_order(jobs, [entries])
+        if world.root:
+            extra = {**model.provenance(), **structure_info}
+            if scale is not None:
+                extra.update(scale.provenance())
+            write_summary(out_dir, recipe, started, report.jobs, extra)
     return report
+
+
+def in_job_order(jobs: list[Job], entries_per_rank: list[list[dict]]) -> list[dict]:
+    """The summary's job list in the recipe's order; jobs no rank started read `not run`."""
+    by_name = {entry["job"]: entry for entries in entries_per_rank for entry in entries}
+    return [by_name.get(job.name, {"job": job.name, "file": f"{job.name}.h5", "status": "not run"})
+            for job in jobs]

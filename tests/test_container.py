@@ -99,7 +99,7 @@ def test_definition_parses_into_its_sections(definition):
 
 def test_makefile_setup_uses_the_same_install_script():
     makefile = (ROOT / "Makefile").read_text()
-    assert 'bash containers/install.sh $(VENV) "$(TORCH)" -e ".[test]"' in makefile
+    assert 'bash containers/install.sh $(VENV) "$(TORCH)" -e ".[test,mpi]"' in makefile
 
 
 def test_make_sif_without_apptainer_says_so_and_builds_nothing(tmp_path):

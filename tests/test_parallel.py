@@ -1,0 +1,139 @@
+"""`mpiexec -n 2 driver run`: the same files and results as a serial run, and no rank left hanging."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from tests.conftest import ROOT, write_recipe
+
+
+def _mpiexec() -> str | None:
+    beside = Path(sys.executable).parent / "mpiexec"
+    return str(beside) if beside.is_file() else shutil.which("mpiexec")
+
+
+MPIEXEC = _mpiexec()
+try:
+    import mpi4py  # noqa: F401
+    HAVE_MPI4PY = True
+except ImportError:
+    HAVE_MPI4PY = False
+
+pytestmark = [
+    pytest.mark.skipif(MPIEXEC is None, reason="mpiexec not found next to the Python executable or on PATH "
+                       "(pip install '.[mpi]')"),
+    pytest.mark.skipif(not HAVE_MPI4PY, reason="mpi4py not importable (pip install '.[mpi]')"),
+]
+
+
+def _env() -> dict:
+    # One torch thread per rank on the 2-core machines; the serial run uses the same.
+    return {**os.environ, "DRIVER_OFFLINE": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+
+
+def _run(command: list[str], cwd: Path, timeout: float = 180) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def test_two_ranks_match_serial_run(tmp_path):
+    recipe = write_recipe(tmp_path, correction={"scale": 0.627}, compare=True,
+                          task={"temperature_K": [400, 800], "steps": 10})
+    serial_out, parallel_out = tmp_path / "serial", tmp_path / "parallel"
+    serial = _run([sys.executable, "-m", "driver", "run", str(recipe), "--out", str(serial_out)], tmp_path)
+    assert serial.returncode == 0, serial.stderr
+    parallel = _run([MPIEXEC, "-n", "2", sys.executable, "-m", "driver", "run", str(recipe),
+                     "--out", str(parallel_out)], tmp_path)
+    assert parallel.returncode == 0, parallel.stderr
+    assert parallel.stdout.count("Results in") == 1  # one report, from rank 0
+
+    files = sorted(p.name for p in serial_out.glob("*.h5"))
+    assert len(files) == 4
+    assert sorted(p.name for p in parallel_out.glob("*.h5")) == files
+    for name in files:
+        with h5py.File(serial_out / name, "r") as s, h5py.File(parallel_out / name, "r") as p:
+            assert p.attrs["status"] == "completed"
+            np.testing.assert_allclose(p["particles/all/position/value"][:], s["particles/all/position/value"][:],
+                                       rtol=0, atol=1e-6)
+            assert s["parameters"].attrs["mpi_size"] == 1
+            assert p["parameters"].attrs["mpi_size"] == 2
+
+    serial_jobs = json.loads((serial_out / "summary.json").read_text())["jobs"]
+    parallel_jobs = json.loads((parallel_out / "summary.json").read_text())["jobs"]
+    assert [(j["job"], j["status"]) for j in parallel_jobs] == [(j["job"], j["status"]) for j in serial_jobs]
+    assert all(j["status"] == "completed" for j in parallel_jobs)
+    # Rank 1 logged its jobs to its own file.
+    rank1 = (parallel_out / "logs" / "rank-1.log").read_text()
+    assert "running" in rank1
+
+    # Existing output: every rank stops with the same one-line error, exit 2.
+    again = _run([MPIEXEC, "-n", "2", sys.executable, "-m", "driver", "run", str(recipe),
+                  "--out", str(parallel_out)], tmp_path, timeout=60)
+    assert again.returncode == 2
+    assert "output exists; pass --overwrite" in again.stderr
+    assert "Traceback" not in again.stderr
+
+
+def test_abort_on_one_rank_stops_all(tmp_path):
+    script = tmp_path / "abort.py"
+    script.write_text(textwrap.dedent("""
+        from driver.parallel import World
+        world = World()
+        if world.rank == 1:
+            world.abort("rank one broke: boom")
+        world.barrier()  # rank 0 would wait here forever without Abort
+        print("rank 0 passed the barrier")
+    """))
+    started = time.monotonic()
+    result = _run([MPIEXEC, "-n", "2", sys.executable, str(script)], tmp_path, timeout=60)
+    assert time.monotonic() - started < 30
+    assert result.returncode != 0
+    assert "rank one broke: boom" in result.stderr
+    assert "passed the barrier" not in result.stdout
+
+
+def test_serial_world_is_one_rank():
+    from driver.parallel import World
+
+    world = World()  # pytest runs outside mpiexec: a singleton
+    assert (world.size, world.rank, world.local_rank) == (1, 0, 0)
+    assert world.share([1, 2, 3]) == [1, 2, 3]
+    assert world.allgather("x") == ["x"]
+    world.barrier()
+
+
+def test_unexpected_error_in_one_rank_ends_the_run(tmp_path):
+    """A job raising something other than a DriverError on rank 1 stops both ranks promptly."""
+    recipe = write_recipe(tmp_path, task={"temperature_K": [400, 800], "steps": 200})
+    script = tmp_path / "broken_job.py"
+    script.write_text(textwrap.dedent(f"""
+        import sys
+        import driver.runner
+        from driver.cli import main
+
+        original = driver.runner.run_job
+
+        def run_job(job, *args, **kwargs):
+            if job.name == "raw-T800K":  # rank 1's job
+                raise RuntimeError("simulated crash in " + job.name)
+            return original(job, *args, **kwargs)
+
+        driver.runner.run_job = run_job
+        sys.exit(main(["run", {str(recipe)!r}, "--out", {str(tmp_path / "out")!r}]))
+    """))
+    started = time.monotonic()
+    result = _run([MPIEXEC, "-n", "2", sys.executable, str(script)], tmp_path, timeout=120)
+    assert result.returncode != 0
+    assert "simulated crash in raw-T800K" in result.stderr
+    assert not (tmp_path / "out" / "summary.json").exists()  # no silent partial success
+    assert time.monotonic() - started < 60
