@@ -108,11 +108,10 @@ def force_mae(model: LoadedModel, structures: Sequence[LabelledStructure]) -> fl
     """Mean absolute error over all force components, eV/Å (None for no structures)."""
     if not structures:
         return None
-    errors = []
-    for structure in structures:
-        atoms = structure.atoms.copy()
-        atoms.calc = model.calculator
-        errors.append(np.abs(np.asarray(atoms.get_forces(), dtype=float) - structure.forces_eV_A).ravel())
+    from driver.fit.run import evaluate
+
+    model_forces, _ = evaluate(model, structures)
+    errors = [np.abs(forces - s.forces_eV_A).ravel() for forces, s in zip(model_forces, structures, strict=True)]
     return float(np.concatenate(errors).mean())
 
 

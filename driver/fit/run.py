@@ -12,18 +12,15 @@ from driver.errors import InputError
 from driver.fit.statistics import FitStatistics, fit_statistics
 from driver.labels import LabelledStructure, files_sha256, read_labels
 from driver.models import LoadedModel, load_model
+from driver.models.batch import evaluate_many
 from driver.provenance import now_iso, package_versions
 from driver.recipe import ModelSpec
 
 
 def evaluate(model: LoadedModel, structures: Sequence[LabelledStructure]) -> tuple[list[np.ndarray], list[float]]:
-    forces, energies = [], []
-    for structure in structures:
-        atoms = structure.atoms.copy()
-        atoms.calc = model.calculator
-        forces.append(np.array(atoms.get_forces(), dtype=float))
-        energies.append(float(atoms.get_potential_energy()))
-    return forces, energies
+    """Model forces and energies of the labelled structures (batched where that pays)."""
+    results = evaluate_many(model, [s.atoms for s in structures])
+    return [r["forces"] for r in results], [r["energy"] for r in results]
 
 
 def correction_record(stats: FitStatistics, spec: ModelSpec, model: LoadedModel, label_files: Sequence[str],
