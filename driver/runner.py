@@ -79,17 +79,18 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
             prepared: dict | None = None) -> None:
     """Run one job into OUT/<job>.h5; its summary entry joins `entries` before it starts,
     so an interrupted job is still reported as such."""
+    job_scale = scale if job.variant == "corrected" else None  # raw jobs apply none
     atoms = start.copy()
-    if job.variant == "corrected":
-        atoms.calc = SofteningCorrection(model.calculator, scale.value, reference_energy_eV)
+    if job_scale is not None:
+        atoms.calc = SofteningCorrection(model.calculator, job_scale.value, reference_energy_eV)
     else:
         atoms.calc = model.calculator
     job_provenance = {
         **provenance, "job": job.name, "variant": job.variant, "temperature_K": job.temperature_K,
         "reference_energy_eV": reference_energy_eV, "start_time": now_iso(),
     }
-    if job.variant == "corrected":
-        job_provenance.update(scale.provenance())
+    if job_scale is not None:
+        job_provenance.update(job_scale.provenance())
     path = out_dir / f"{job.name}.h5"
     writer = H5MDWriter(path, atoms, provenance=job_provenance, flush_every=recipe.output.flush_every,
                         compression=recipe.output.compression, velocities=recipe.output.velocities,
@@ -98,14 +99,14 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
         writer.append(0, 0.0, atoms, {"potential_energy": float(atoms.get_potential_energy())})
     entry = {"job": job.name, "file": path.name, "variant": job.variant,
              "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV,
-             "softening_scale": scale.value if job.variant == "corrected" else None,
+             "softening_scale": job_scale.value if job_scale is not None else None,
              "status": "running"}
     entries.append(entry)
     started = time.perf_counter()
     status = "failed"
     try:
         context = JobContext(job, recipe, atoms, atoms.calc, writer, out_dir, reference_energy_eV, model,
-                             scale.value if scale is not None else None, prepared or {})
+                             entry["softening_scale"], prepared or {})
         entry.update(task_runner(recipe.task.kind)(context))
         status = "completed" if entry.get("converged", True) else "not converged"
     except DriverError as exc:

@@ -85,7 +85,7 @@ def evaluator_for(context) -> Evaluator:
 
     def evaluate(images: Sequence[Atoms]) -> list[dict]:
         results = evaluate_many(context.model, images, batched=task.batched, batch_size=task.batch_size)
-        if context.softening_scale is None or context.job.variant != "corrected":
+        if context.softening_scale is None:
             return results
         return correct_batch_results(results, context.softening_scale, context.reference_energy_eV)
 

@@ -137,8 +137,8 @@ def run(context) -> dict:
     phonon = make_phonopy(context.atoms, task)
     n_displacements = len(phonon.supercells_with_displacements)
     log.info("%s: %d displaced supercells of %d atoms", context.job.name, n_displacements, len(phonon.supercell))
-    scale = context.softening_scale if context.job.variant == "corrected" else None
-    forces, supercell_energy = compute_force_sets(phonon, context.model, scale, task.batched, task.batch_size)
+    forces, supercell_energy = compute_force_sets(phonon, context.model, context.softening_scale, task.batched,
+                                                  task.batch_size)
     phonon.forces = forces
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()
