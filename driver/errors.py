@@ -19,3 +19,9 @@ class SimulationError(DriverError):
     """A simulation that started but failed; the message carries its diagnosis (exit code 1)."""
 
     exit_code = 1
+
+
+def first_line(exc: BaseException) -> str:
+    """A library exception as one line for a user message (its first line, or its type)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

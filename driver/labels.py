@@ -14,9 +14,9 @@ from pathlib import Path
 
 import numpy as np
 from ase import Atoms
-from ase.io import read
 
 from driver.errors import InputError
+from driver.structure import read_with_ase
 
 FORCE_KEYS = ("REF_forces", "DFT_forces", "dft_forces", "ref_forces")
 ENERGY_KEYS = ("REF_energy", "DFT_energy", "dft_energy", "ref_energy")
@@ -60,11 +60,7 @@ def read_labels(files: Sequence[str | Path], energy_key: str | None = None, forc
         path = Path(file)
         if not path.is_file():
             raise InputError(f"{path}: labels file not found")
-        try:
-            frames = read(path, index=index)
-        except Exception as exc:  # ASE raises many types for unreadable files
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise InputError(f"{path}: cannot read labelled structures ({reason})") from None
+        frames = read_with_ase(path, index, "cannot read labelled structures")
         frames = frames if isinstance(frames, list) else [frames]
         if not frames:
             raise InputError(f"{path}: holds no structures")

@@ -6,16 +6,21 @@ import numpy as np
 from ase import Atoms
 from ase.io import read
 
-from driver.errors import InputError
+from driver.errors import InputError, first_line
 from driver.recipe import StructureSpec
 
 
-def load_structure(spec: StructureSpec) -> Atoms:
+def read_with_ase(path, index, what: str):
+    """ase.io.read, with any failure (ASE raises many types) as one InputError line:
+    '<path>: <what> (<reason>)'."""
     try:
-        atoms = read(spec.file, index=spec.index)
-    except Exception as exc:  # ASE raises many types for unreadable files
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise InputError(f"{spec.file}: structure.file: cannot read structure ({reason})") from None
+        return read(path, index=index)
+    except Exception as exc:
+        raise InputError(f"{path}: {what} ({first_line(exc)})") from None
+
+
+def load_structure(spec: StructureSpec) -> Atoms:
+    atoms = read_with_ase(spec.file, spec.index, "structure.file: cannot read structure")
     if not isinstance(atoms, Atoms) or len(atoms) == 0:
         raise InputError(f"{spec.file}: structure.file: holds no atoms")
     if atoms.pbc.any() and abs(np.linalg.det(atoms.cell[:])) < 1e-6:

@@ -127,3 +127,13 @@ def test_bad_neb_recipes(tmp_path, capsys, task, expected):
     recipe = write_recipe(tmp_path, structure={"file": str(LI2O)}, task=task)
     assert main(["validate", str(recipe)]) == 2
     assert expected in capsys.readouterr().err
+
+
+def test_unreadable_final_endpoint_is_one_line(tmp_path, capsys):
+    final = tmp_path / "final.cif"
+    final.write_text("data_broken\nthis is not a crystal\n")
+    recipe = write_recipe(tmp_path, structure={"file": str(LI2O)}, task={"kind": "neb", "final": str(final)})
+    assert main(["run", str(recipe)]) == 2
+    # stderr also carries the model's load banner; the error itself is one line.
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f"{final}: task.final: cannot read structure (" in errors[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from pathlib import Path
 
-from driver.errors import InputError
+from driver.errors import InputError, first_line
 from driver.provenance import sha256_of_path
 from driver.recipe import ModelSpec
 
@@ -87,7 +87,7 @@ def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
     except Exception as exc:
         raise InputError(
             f"model: M3GNet weights {name!r} not found (looked in: {_looked(name, models_dirs)}; then matgl's "
-            f"cache/download failed: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); "
+            f"cache/download failed: {first_line(exc)}); "
             "set model.models_dir, DRIVER_MODELS_DIR or model.checkpoint"
         ) from None
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32

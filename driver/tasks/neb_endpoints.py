@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
-from ase.io import read
 from ase.optimize import FIRE
 
 from driver.errors import InputError
 from driver.recipe import InterstitialHop, NEBTask, VacancyHop
+from driver.structure import read_with_ase
 
 
 def nearest_same_species(atoms: Atoms, index: int) -> int:
@@ -57,10 +57,7 @@ def interstitial_hop_endpoints(host: Atoms, hop: InterstitialHop) -> tuple[Atoms
 
 
 def file_endpoints(initial: Atoms, final_file: str) -> tuple[Atoms, Atoms, dict]:
-    try:
-        final = read(final_file)
-    except Exception as exc:  # ASE raises many types for unreadable files
-        raise InputError(f"{final_file}: task.final: cannot read structure ({exc})") from None
+    final = read_with_ase(final_file, -1, "task.final: cannot read structure")
     if final.get_chemical_symbols() != initial.get_chemical_symbols():
         raise InputError(f"{final_file}: task.final: atoms differ from the initial structure in number or order")
     final.calc = None
