@@ -64,13 +64,10 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 def _cmd_fit(args: argparse.Namespace) -> int:
     from driver.fit.run import format_fit_report, run_fit
-    from driver.models.spec import spec_from_cli
 
-    spec = spec_from_cli(args.model, family=args.family, variant=args.variant, dtype=args.dtype,
-                         device=args.device, models_dir=args.models_dir)
+    spec = _model_spec(args)
     out = Path(args.out)
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out}: exists; pass --overwrite to replace it")
+    _refuse_existing(out, args.overwrite)
     stats, _ = run_fit(spec, args.labels, out, energy_key=args.energy_key, forces_key=args.forces_key,
                        plot=Path(args.plot) if args.plot else None, resamples=args.bootstrap, seed=args.seed)
     print(format_fit_report(stats, out))
@@ -80,13 +77,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from driver.finetune import finetune
     from driver.labels import read_labels
-    from driver.models.spec import spec_from_cli
 
-    spec = spec_from_cli(args.model, family=args.family, variant=args.variant, dtype=args.dtype,
-                         device=args.device, models_dir=args.models_dir)
+    spec = _model_spec(args)
     out_dir = Path(args.out)
-    if (out_dir / "finetune.yaml").exists() and not args.overwrite:
-        raise InputError(f"{out_dir / 'finetune.yaml'}: exists; pass --overwrite to replace it")
+    _refuse_existing(out_dir / "finetune.yaml", args.overwrite)
     labels = read_labels(args.labels, energy_key=args.energy_key, forces_key=args.forces_key)
     report = finetune(spec, labels, out_dir, epochs=args.epochs, learning_rate=args.lr, batch_size=args.batch_size,
                       val_fraction=args.val_fraction, seed=args.seed)
@@ -106,7 +100,6 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from driver.models import load_model
-    from driver.models.spec import spec_from_cli
     from driver.recipe import StructureSpec
     from driver.sample import check_options, sample, write_candidates
     from driver.structure import load_structure
@@ -118,10 +111,8 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     atoms = load_structure(StructureSpec.model_construct(file=str(structure_path), index=-1,
                                                         supercell=tuple(args.supercell) if args.supercell else None))
     out_dir = Path(args.out)
-    if (out_dir / "candidates.extxyz").exists() and not args.overwrite:
-        raise InputError(f"{out_dir / 'candidates.extxyz'}: exists; pass --overwrite to replace it")
-    spec = spec_from_cli(args.model, family=args.family, variant=args.variant, dtype=args.dtype,
-                         device=args.device, models_dir=args.models_dir)
+    _refuse_existing(out_dir / "candidates.extxyz", args.overwrite)
+    spec = _model_spec(args)
     model = load_model(spec)
     selected = sample(atoms, model.calculator, amplitudes_A=args.rattle, per_amplitude=args.per_amplitude,
                       md_temperature_K=args.md_temperature, md_steps=args.md_steps, md_every=args.md_every,
@@ -149,6 +140,20 @@ def _cmd_compare(args: argparse.Namespace) -> int:
     comparison = compare_run(args.out_dir, charges=charges or None, window=tuple(args.window))
     print(comparison.format())
     return 0
+
+
+def _model_spec(args: argparse.Namespace):
+    """The ModelSpec the options of `_add_model_options` describe."""
+    from driver.models.spec import spec_from_cli
+
+    return spec_from_cli(args.model, family=args.family, variant=args.variant, dtype=args.dtype,
+                         device=args.device, models_dir=args.models_dir)
+
+
+def _refuse_existing(path: Path, overwrite: bool) -> None:
+    """Earlier results are never replaced silently."""
+    if path.exists() and not overwrite:
+        raise InputError(f"{path}: exists; pass --overwrite to replace it")
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
