@@ -2,6 +2,10 @@
 
 Everything MPI-specific lives here. Without mpi4py, or outside mpirun (a singleton MPI
 process), the world has one rank and every collective is a no-op, so serial runs need nothing.
+
+Several ranks on one node share its cores: torch would give each rank a thread per core, and
+ranks x cores threads on the cores slow every rank down. Unless the user chose (OMP_NUM_THREADS),
+each rank then gets its share of the cores (`threads_per_rank`).
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ import logging
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -19,11 +23,16 @@ from driver.errors import InputError
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
+THREAD_ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
 
 class World:
     """The ranks of this run: COMM_WORLD when mpi4py is importable, else a single rank."""
 
     def __init__(self, comm=None):
+        own_world = comm is None  # a communicator passed in (tests): leave the process's threads alone
         if comm is None:
             try:
                 from mpi4py import MPI
@@ -34,17 +43,20 @@ class World:
         self.comm = comm
         self.size = comm.Get_size() if comm is not None else 1
         self.rank = comm.Get_rank() if comm is not None else 0
-        self.local_rank = self._local_rank()
+        self.local_rank, self.local_size = self._node_ranks()
+        if own_world and self.parallel:
+            share_cores(self.local_rank, self.local_size)
 
-    def _local_rank(self) -> int:
-        """Rank among the processes on this node (shared memory), for picking a GPU."""
+    def _node_ranks(self) -> tuple[int, int]:
+        """(rank, number of ranks) among the processes on this node (shared memory): the local
+        rank picks a GPU, the local size divides the cores."""
         if self.comm is None or self.size == 1:
-            return 0
+            return 0, 1
         from mpi4py import MPI
 
         node = self.comm.Split_type(MPI.COMM_TYPE_SHARED)
         try:
-            return node.Get_rank()
+            return node.Get_rank(), node.Get_size()
         finally:
             node.Free()
 
@@ -121,6 +133,40 @@ class World:
         handler = logging.FileHandler(logs / f"rank-{self.rank}.log", mode="w")
         handler.setFormatter(logging.Formatter(f"%(asctime)s [rank {self.rank}] %(message)s", "%H:%M:%S"))
         root_logger.addHandler(handler)
+
+
+def threads_per_rank(cpu_count: int, local_size: int, available: int | None = None,
+                     environ: Mapping[str, str] | None = None) -> int | None:
+    """Torch threads for one of `local_size` ranks on a node of `cpu_count` CPUs, or None to
+    leave torch's default: a serial run, or the user chose (OMP_NUM_THREADS / MKL_NUM_THREADS).
+
+    Each rank gets cpu_count // local_size threads, at least one, and no more than the CPUs this
+    process may run on (`available`, its affinity mask: a launcher that pins ranks to cores has
+    already divided them)."""
+    environ = os.environ if environ is None else environ
+    if local_size <= 1 or any(environ.get(name, "").strip() for name in THREAD_ENV):
+        return None
+    threads = max(1, cpu_count // local_size)
+    if available is not None:
+        threads = max(1, min(threads, available))
+    return threads
+
+
+def share_cores(local_rank: int, local_size: int) -> None:
+    """Apply `threads_per_rank` to torch in this process; logged once, by the node's first rank."""
+    cpu_count = os.cpu_count() or 1
+    available = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    threads = threads_per_rank(cpu_count, local_size, available)
+    if threads is None:
+        return
+    try:
+        import torch
+    except ImportError:  # no torch, nothing to share
+        return
+    torch.set_num_threads(threads)
+    if local_rank == 0:
+        log.info("%d ranks share %d CPUs on this node: %d torch thread(s) per rank "
+                 "(set OMP_NUM_THREADS to choose)", local_size, cpu_count, threads)
 
 
 def _refuse_launch_without_mpi4py() -> None:
