@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -17,10 +17,6 @@ from driver import __version__
 from driver.errors import DriverError, InputError
 
 EXIT_INTERRUPTED = 130
-
-
-def _raise_interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
@@ -41,14 +37,15 @@ def _cmd_validate(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from driver import interrupt
     from driver.recipe import load_recipe
     from driver.report import format_report
     from driver.runner import run_recipe
 
     recipe, text = load_recipe(args.recipe)
-    # Slurm preempts with SIGTERM: treat it like Ctrl-C so files are closed and marked.
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    report = run_recipe(recipe, text, out=args.out, overwrite=args.overwrite)
+    # Slurm preempts with SIGTERM: like Ctrl-C, it checkpoints, closes and marks the files.
+    interrupt.install()
+    report = run_recipe(recipe, text, out=args.out, overwrite=args.overwrite, resume=args.resume)
     if report.rank == 0:  # under mpirun, one report for the whole run
         print(format_report(report))
     return 1 if report.failed else 0
@@ -197,7 +194,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run a recipe")
     run.add_argument("recipe")
     run.add_argument("--out", help="output folder (default: the recipe's output.directory or runs/<name>)")
-    run.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
+    existing = run.add_mutually_exclusive_group()
+    existing.add_argument("--overwrite", action="store_true", help="replace results of an earlier run")
+    existing.add_argument("--resume", action="store_true",
+                          help="continue an earlier run: skip finished jobs, continue the others from "
+                               "their last checkpoint (starts the run if there is nothing yet)")
     run.set_defaults(handler=_cmd_run)
 
     validate = commands.add_parser("validate", help="check recipes without running them")
@@ -271,6 +272,18 @@ def _quiet_known_library_warnings() -> None:
     warnings.filterwarnings("ignore", message="Only FixAtoms and FixCartesian is supported by Pymatgen")
 
 
+def _exit_now_if_files_abandoned(code: int) -> None:
+    """A job file whose writes failed (disk full) is left unclosed (driver.output.H5MDWriter.close);
+    end without the h5py destructors that would report the failure again and crash at exit."""
+    from driver.output import ABANDONED
+
+    if ABANDONED:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_known_library_warnings()
@@ -280,9 +293,14 @@ def main(argv: list[str] | None = None) -> int:
         return args.handler(args)
     except DriverError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        _exit_now_if_files_abandoned(exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("interrupted: files closed; summary.json marks the interrupted job", file=sys.stderr)
+        if args.command == "run":
+            print("interrupted: checkpoint written, files closed, summary.json marks the interrupted job; "
+                  f"continue with: driver run {args.recipe}{f' --out {args.out}' if args.out else ''} --resume", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # `driver inspect f.h5 | head`: the reader left; not an error of ours
         sys.stderr.close()

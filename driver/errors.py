@@ -21,6 +21,12 @@ class SimulationError(DriverError):
     exit_code = 1
 
 
+class OutputError(DriverError):
+    """Results cannot be written: disk full, quota, file-size limit, folder removed (exit code 1)."""
+
+    exit_code = 1
+
+
 def first_line(exc: BaseException) -> str:
     """A library exception as one line for a user message (its first line, or its type)."""
     text = str(exc).strip()

@@ -8,13 +8,17 @@ Layout (what DESIGN.md promises and MDAnalysis's H5MD reader opens):
     /observables/<name>/{step,time,value}
     /parameters                provenance as attributes
     /results/<task>            task results
+    /checkpoint/{a,b}          MD restart state (driver.checkpoint), the newer valid slot wins
 The root attribute `status` reads `running` until the job ends; only `completed` files are whole.
 """
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
+import re
+import shutil
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import h5py
@@ -22,6 +26,8 @@ import numpy as np
 from ase import Atoms, units
 
 from driver import __version__
+from driver.checkpoint import Checkpointer, MDState
+from driver.errors import OutputError, first_line
 
 UNITS = {
     "position": "Angstrom",
@@ -38,9 +44,40 @@ OBSERVABLE_UNITS = {
     "temperature": "K",
     "volume": "Angstrom3",
     "pressure": "GPa",
+    "mean_squared_displacement": "Angstrom2",
 }
 
 _CHUNK_BYTES = 1 << 20
+MIN_FREE_BYTES = 64 << 20  # stop writing below this much free space (see H5MDWriter._ensure_space)
+
+
+# Files whose writes failed, kept open on purpose: see `H5MDWriter.close`.
+ABANDONED: list[H5MDWriter] = []
+
+
+def _write_failure_is_output_error(method: Callable) -> Callable:
+    """h5py reports a full disk, a quota or a file-size limit as OSError or RuntimeError from
+    deep inside HDF5; the user needs the file, how far it got and what to do."""
+
+    @functools.wraps(method)
+    def wrapper(self: H5MDWriter, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except NotImplementedError:  # a RuntimeError, but ASE's missing property, not a write
+            raise
+        except (OSError, RuntimeError) as exc:
+            self.failed = True
+            raise OutputError(f"{self.path}: writing failed after {self.frames} frames ({_os_reason(exc)}); the "
+                              "file keeps the frames up to its last flush; free space and continue with --resume"
+                              ) from None
+
+    return wrapper
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The operating system's words ('No space left on device') from inside HDF5's message."""
+    found = re.search(r"error message = '([^']+)'", str(exc))
+    return found.group(1) if found else first_line(exc)
 
 
 class H5MDWriter:
@@ -62,17 +99,56 @@ class H5MDWriter:
         self.compression = compression
         self.n_atoms = len(atoms)
         self.frames = 0
+        self.failed = False
+        self._checkpointer: Checkpointer | None = None
         self.file = h5py.File(self.path, "w")
         self.file.attrs["status"] = "running"
         self._write_header(atoms, provenance)
         particles = self.file.require_group("particles/all")
         self._series: dict[str, h5py.Group] = {}
+        self._values: dict[str, h5py.Dataset] = {}
         self._add_series("position", particles, (self.n_atoms, 3), UNITS["position"])
         if velocities:
             self._add_series("velocity", particles, (self.n_atoms, 3), UNITS["velocity"])
         if forces:
             self._add_series("force", particles, (self.n_atoms, 3), UNITS["force"])
         self._add_series("box/edges", particles, (3, 3), UNITS["edges"])
+
+    @classmethod
+    def reopen(cls, path: str | Path, frames: int, *, flush_every: int = 10) -> H5MDWriter:
+        """Continue a file a killed or interrupted job left: keep its first `frames` frames (those
+        its checkpoint covers), drop any later ones, and append from there."""
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.flush_every = flush_every
+        self.file = h5py.File(self.path, "r+")
+        self.compression = None
+        self.frames = frames
+        self.failed = False
+        self._checkpointer = None
+        particles = self.file["particles/all"]
+        self.n_atoms = particles["species"].shape[0]
+        self._series, self._values = {}, {}
+        for name in ("position", "velocity", "force", "box/edges"):
+            if name in particles:
+                self._remember(name, particles[name])
+        for name, group in self.file.get("observables", {}).items():
+            self._remember(name, group)
+        self._drop_partial_frame()
+        self.file.attrs["status"] = "running"
+        self.file.flush()
+        return self
+
+    @_write_failure_is_output_error
+    def checkpoint(self, state: MDState) -> None:
+        """Store the MD restart state (two alternating slots, see driver.checkpoint) and flush."""
+        if self._checkpointer is None:
+            self._checkpointer = Checkpointer(self.file)
+        self._checkpointer.write(state)
+
+    def series(self, name: str) -> np.ndarray:
+        """The stored values of one observable (all frames written so far)."""
+        return self.file[f"observables/{name}/value"][: self.frames]
 
     def _write_header(self, atoms: Atoms, provenance: Mapping[str, object]) -> None:
         h5md = self.file.create_group("h5md")
@@ -111,19 +187,20 @@ class H5MDWriter:
         else:
             group["step"] = clock["step"]
             group["time"] = clock["time"]
-        self._series[name] = group
+        self._remember(name, group)
         return group
 
+    def _remember(self, name: str, group: h5py.Group) -> None:
+        """Keep the datasets open for the whole job: an h5py object opened per frame and freed
+        again makes HDF5 write its chunk out at every close, not at every flush."""
+        self._series[name] = group
+        self._values[name] = group["value"]
+        if name == "position":
+            self._clock = (group["step"], group["time"])
+
     def append(self, step: int, time_fs: float, atoms: Atoms, observables: Mapping[str, float]) -> None:
-        """Add one frame; values come from the atoms' calculator cache, so nothing is recomputed."""
-        if self.frames == 0:
-            for name in observables:
-                self._add_series(name, self.file.require_group("observables"), (), OBSERVABLE_UNITS.get(name))
-        index = self.frames
-        clock = self._series["position"]
-        for dataset, value in ((clock["step"], step), (clock["time"], time_fs)):
-            dataset.resize((index + 1,))
-            dataset[index] = value
+        """Add one frame; values come from the atoms' calculator cache, so nothing is recomputed.
+        All values are gathered before the first write, so a failing calculator leaves no partial frame."""
         frame_values = {
             "position": atoms.get_positions(),
             "box/edges": atoms.cell[:],
@@ -133,19 +210,43 @@ class H5MDWriter:
             frame_values["velocity"] = atoms.get_velocities() * units.fs
         if "force" in self._series:
             frame_values["force"] = atoms.get_forces()
+        self._write_frame(step, time_fs, frame_values, observables)
+
+    @_write_failure_is_output_error
+    def _write_frame(self, step: int, time_fs: float, frame_values: Mapping[str, object],
+                     observables: Mapping[str, float]) -> None:
+        if self.frames == 0:
+            for name in observables:
+                self._add_series(name, self.file.require_group("observables"), (), OBSERVABLE_UNITS.get(name))
+        index = self.frames
+        for dataset, value in zip(self._clock, (step, time_fs), strict=True):
+            dataset.resize((index + 1,))
+            dataset[index] = value
         for name, value in frame_values.items():
-            dataset = self._series[name]["value"]
+            dataset = self._values[name]
             dataset.resize((index + 1, *dataset.shape[1:]))
             dataset[index] = value
         self.frames += 1
         if self.frames % self.flush_every == 0:
+            self._ensure_space()
             self.file.flush()
 
+    def _ensure_space(self) -> None:
+        """Stop while the disk still has room: HDF5 that runs out of space halfway through a flush
+        leaves a file it cannot open again. Stopped here, the file closes whole, with a checkpoint."""
+        free = shutil.disk_usage(self.path.parent).free
+        if free < MIN_FREE_BYTES:
+            raise OutputError(f"{self.path}: disk nearly full ({free / 2**20:.0f} MiB free, the driver stops below "
+                              f"{MIN_FREE_BYTES / 2**20:.0f} MiB) after {self.frames} frames; the file is closed "
+                              "whole; free space and continue with --resume")
+
+    @_write_failure_is_output_error
     def write_attributes(self, group_name: str, values: Mapping[str, object]) -> None:
         group = self.file.require_group(group_name)
         for key, value in values.items():
             group.attrs[key] = _attribute(value)
 
+    @_write_failure_is_output_error
     def write_results(self, task: str, scalars: Mapping[str, object], arrays: Mapping[str, np.ndarray] | None = None) -> None:
         group = self.file.require_group(f"results/{task}")
         self.write_attributes(group.name, scalars)
@@ -163,11 +264,23 @@ class H5MDWriter:
                 if dataset.shape[0] > self.frames:
                     dataset.resize((self.frames, *dataset.shape[1:]))
 
-    def close(self, status: str) -> None:
-        """Record how the job ended, then flush and close; safe to call twice."""
+    @_write_failure_is_output_error
+    def close(self, status: str, summary_entry: Mapping[str, object] | None = None) -> None:
+        """Record how the job ended (and its summary.json entry, so a resumed run can report a
+        job it skips), then flush and close; safe to call twice.
+
+        After a failed write HDF5 cannot flush this file any more: every attempt, and every h5py
+        object freed later, fails again (with tracebacks from destructors, and a crash at exit).
+        Such a file is left as it is on disk, as of its last flush, and never touched again; the
+        command line then ends the process without running those destructors."""
+        if self.failed:
+            ABANDONED.append(self)
+            return
         if not self.file.id.valid:
             return
         self._drop_partial_frame()
+        if summary_entry is not None:
+            self.file.attrs["summary_entry"] = json.dumps(summary_entry)
         self.file.attrs["status"] = status
         self.file.flush()
         self.file.close()

@@ -272,6 +272,7 @@ class OutputSpec(_Strict):
     directory: str | None = Field(None, description="default: runs/<name> in the working folder")
     write_every: int = Field(10, ge=1, description="MD steps between stored frames")
     flush_every: int = Field(10, ge=1, description="stored frames between flushes to disk")
+    checkpoint_every: int = Field(100, ge=1, description="MD steps between restart checkpoints (driver run --resume)")
     compression: Literal["gzip", "lzf"] | None = None
     forces: bool = True
     velocities: bool = True

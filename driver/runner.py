@@ -11,14 +11,17 @@ from pathlib import Path
 
 from ase import Atoms
 
+from driver import interrupt
+from driver.checkpoint import MDState
 from driver.correction import SofteningCorrection, SofteningScale, resolve_softening_scale
-from driver.errors import DriverError, InputError
+from driver.errors import DriverError, InputError, OutputError, first_line
 from driver.jobs import Job, plan_jobs
 from driver.models import LoadedModel, load_model
 from driver.output import H5MDWriter
 from driver.parallel import World
 from driver.provenance import host_description, now_iso, package_versions
 from driver.recipe import Recipe
+from driver.resume import JobOnDisk, job_on_disk, recipe_fingerprint
 from driver.structure import load_structure
 from driver.tasks import JobContext, task_module, task_runner
 
@@ -42,12 +45,13 @@ def output_directory(recipe: Recipe, override: str | None) -> Path:
     return Path(override or recipe.output.directory or Path("runs") / recipe.name)
 
 
-def prepare_output(out_dir: Path, jobs: list[Job], overwrite: bool) -> None:
-    """Refuse to clobber earlier results unless asked; fail early on an unwritable folder."""
+def prepare_output(out_dir: Path, jobs: list[Job], overwrite: bool, resume: bool = False) -> None:
+    """Refuse to clobber earlier results unless asked (--resume keeps them, --overwrite deletes
+    them); fail early on an unwritable folder."""
     existing = [out_dir / f"{job.name}.h5" for job in jobs] + [out_dir / SUMMARY_NAME]
-    found = [p for p in existing if p.exists()]
+    found = [] if resume else [p for p in existing if p.exists()]
     if found and not overwrite:
-        raise InputError(f"{found[0]}: output exists; pass --overwrite to replace it")
+        raise InputError(f"{found[0]}: output exists; pass --resume to continue that run or --overwrite to replace it")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
         for path in found:
@@ -76,9 +80,9 @@ def starting_structure(recipe: Recipe, model: LoadedModel) -> tuple[Atoms, dict,
 
 def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: SofteningScale | None,
             reference_energy_eV: float, out_dir: Path, provenance: dict, entries: list[dict],
-            prepared: dict | None = None) -> None:
-    """Run one job into OUT/<job>.h5; its summary entry joins `entries` before it starts,
-    so an interrupted job is still reported as such."""
+            prepared: dict | None = None, resume: MDState | None = None) -> None:
+    """Run one job into OUT/<job>.h5 (from `resume`, continue the file it left); its summary
+    entry joins `entries` before it starts, so an interrupted job is still reported as such."""
     job_scale = scale if job.variant == "corrected" else None  # raw jobs apply none
     atoms = start.copy()
     if job_scale is not None:
@@ -92,9 +96,10 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
     if job_scale is not None:
         job_provenance.update(job_scale.provenance())
     path = out_dir / f"{job.name}.h5"
-    writer = H5MDWriter(path, atoms, provenance=job_provenance, flush_every=recipe.output.flush_every,
-                        compression=recipe.output.compression, velocities=recipe.output.velocities,
-                        forces=recipe.output.forces)
+    try:
+        writer = _open_writer(path, atoms, recipe, job_provenance, resume)
+    except (OSError, RuntimeError) as exc:
+        raise OutputError(f"{path}: cannot be written ({first_line(exc)})") from None
     if recipe.task.kind != "md":  # tasks without a trajectory store their structure as one frame
         writer.append(0, 0.0, atoms, {"potential_energy": float(atoms.get_potential_energy())})
     entry = {"job": job.name, "file": path.name, "variant": job.variant,
@@ -106,9 +111,13 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
     status = "failed"
     try:
         context = JobContext(job, recipe, atoms, atoms.calc, writer, out_dir, reference_energy_eV, model,
-                             entry["softening_scale"], prepared or {})
+                             entry["softening_scale"], prepared or {}, resume)
         entry.update(task_runner(recipe.task.kind)(context))
         status = "completed" if entry.get("converged", True) else "not converged"
+    except OutputError as exc:  # disk full, quota, file-size limit: every later job would fail alike
+        entry["error"] = str(exc)
+        status = "interrupted"  # not the job's fault: --resume continues it
+        raise
     except DriverError as exc:
         entry["error"] = str(exc)
         log.error("%s failed: %s", job.name, exc)
@@ -118,8 +127,23 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
     finally:
         entry["wall_time_s"] = round(time.perf_counter() - started, 3)
         entry["status"] = status
-        writer.write_attributes("parameters", {"end_time": now_iso()})
-        writer.close(status)
+        try:
+            writer.write_attributes("parameters", {"end_time": now_iso()})
+            writer.close(status, entry)
+        except OutputError as exc:
+            log.warning("could not close cleanly: %s", exc)
+
+
+def _open_writer(path: Path, atoms: Atoms, recipe: Recipe, provenance: dict, resume: MDState | None) -> H5MDWriter:
+    """A new job file, or (resume) the file a killed job left, cut back to its checkpoint."""
+    if resume is None:
+        return H5MDWriter(path, atoms, provenance=provenance, flush_every=recipe.output.flush_every,
+                          compression=recipe.output.compression, velocities=recipe.output.velocities,
+                          forces=recipe.output.forces)
+    writer = H5MDWriter.reopen(path, resume.frames, flush_every=recipe.output.flush_every)
+    writer.write_attributes("parameters", {f"resumed_at_step_{resume.step}": now_iso()})
+    log.info("%s: resuming from the checkpoint at step %d", path.stem, resume.step)
+    return writer
 
 
 def write_summary(out_dir: Path, recipe: Recipe, started: str, jobs: list[dict], extra: dict) -> Path:
@@ -127,20 +151,28 @@ def write_summary(out_dir: Path, recipe: Recipe, started: str, jobs: list[dict],
     summary = {"recipe": recipe.name, "started": started, "finished": now_iso(), **extra, "jobs": jobs}
     path = out_dir / SUMMARY_NAME
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(summary, indent=2) + "\n")
-    tmp.replace(path)
+    try:
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        tmp.replace(path)
+    except OSError as exc:
+        raise OutputError(f"{path}: cannot be written ({first_line(exc)})") from None
     return path
 
 
 def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwrite: bool = False,
-               world: World | None = None) -> RunReport:
+               world: World | None = None, resume: bool = False) -> RunReport:
     """Every rank loads the model and runs its share of the jobs; rank 0 writes summary.json."""
     world = world or World()
     jobs = plan_jobs(recipe)
     out_dir = output_directory(recipe, out)
-    world.on_root(lambda: prepare_output(out_dir, jobs, overwrite))
+    world.on_root(lambda: prepare_output(out_dir, jobs, overwrite, resume))
     world.log_to_rank_file(out_dir)
     started = now_iso()
+    mine = world.share(jobs)
+    # --resume: read every job file first, so a damaged or foreign one stops the run before the model loads.
+    with world.abort_on_error("resume failed", passthrough=(DriverError,)):
+        on_disk_by_job = {job.name: job_on_disk(out_dir / f"{job.name}.h5", recipe) if resume else JobOnDisk("run")
+                          for job in mine}
     # Input errors are the same on every rank; anything else (one GPU out of memory) stops all.
     with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
         scale = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
@@ -150,7 +182,7 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
         start, structure_info, prepared = starting_structure(recipe, model)
     reference_energy = structure_info["reference_energy_eV"]
     provenance = {
-        "recipe": recipe_text, "recipe_name": recipe.name, "seed": getattr(recipe.task, "seed", None),
+        "recipe": recipe_text, "recipe_fingerprint": recipe_fingerprint(recipe), "recipe_name": recipe.name, "seed": getattr(recipe.task, "seed", None),
         "package_versions": package_versions(), "host": host_description(), "mpi_size": world.size,
         **model.provenance(), **structure_info,
     }
@@ -158,9 +190,17 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     entries: list[dict] = []  # this rank's jobs
     try:
         with world.abort_on_error("job failed"):
-            for job in world.share(jobs):
-                log.info("running %s", job.name)
-                run_job(job, recipe, start, model, scale, reference_energy, out_dir, provenance, entries, prepared)
+            for number, job in enumerate(mine, start=1):
+                interrupt.raise_if_requested()  # a signal that came after the last job's last check
+                on_disk = on_disk_by_job[job.name]
+                if on_disk.action == "skip":
+                    log.info("%s: already %s; skipped (--resume)", job.name, on_disk.entry["status"])
+                    entries.append(on_disk.entry)
+                    continue
+                log.info("running %s (job %d of %d on this rank)", job.name, number, len(mine))
+                run_job(job, recipe, start, model, scale, reference_energy, out_dir, provenance, entries, prepared,
+                        on_disk.state)
+            interrupt.raise_if_requested()
         report.jobs = in_job_order(jobs, world.allgather(entries))
         finalize = getattr(task_module(recipe.task.kind), "finalize", None)
         if finalize is not None and world.root:

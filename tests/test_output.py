@@ -22,6 +22,7 @@ from ase.calculators.calculator import PropertyNotImplementedError
 from ase.calculators.singlepoint import SinglePointCalculator
 from ase.io import read
 
+from driver.checkpoint import read_latest
 from driver.cli import main
 from driver.inspect_h5 import describe
 from driver.output import H5MDWriter
@@ -379,8 +380,12 @@ def test_sigterm_marks_file_and_summary_interrupted(tmp_path):
     err = stderr.read()
     assert rc == 130, err
     assert "Traceback" not in err, err
+    assert f"driver run {recipe} --resume" in err, err
     with h5py.File(h5, "r") as f:
         assert f.attrs["status"] == "interrupted"
+        # the step it stopped at was checkpointed, with every frame written before it
+        state = read_latest(f)
+        assert state is not None and state.step > 0 and state.frames == f["particles/all/position/value"].shape[0]
         lengths = set(_series_lengths(f).values())
         assert len(lengths) == 1 and lengths.pop() >= 1, _series_lengths(f)
         assert "end_time" in f["parameters"].attrs

@@ -80,7 +80,7 @@ def test_two_ranks_match_serial_run(tmp_path):
     again = _run([MPIEXEC, "-n", "2", sys.executable, "-m", "driver", "run", str(recipe),
                   "--out", str(parallel_out)], tmp_path, timeout=60)
     assert again.returncode == 2
-    assert "output exists; pass --overwrite" in again.stderr
+    assert "output exists; pass --resume" in again.stderr and "--overwrite" in again.stderr
     assert "Traceback" not in again.stderr
 
 

@@ -157,7 +157,7 @@ def test_existing_output_is_not_overwritten(tmp_path, capsys):
     out.mkdir()
     (out / "raw-T500K.h5").write_bytes(b"precious")
     code, _, err = run_cli(capsys, "run", str(recipe))
-    assert code == 2 and "output exists; pass --overwrite" in err
+    assert code == 2 and "output exists; pass --resume" in err and "--overwrite" in err
     assert (out / "raw-T500K.h5").read_bytes() == b"precious"
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from driver.checkpoint import MDState
 from driver.jobs import Job
 from driver.models import LoadedModel
 from driver.output import H5MDWriter
@@ -35,6 +36,7 @@ class JobContext:
     model: LoadedModel  # for batched evaluation of many structures per call
     softening_scale: float | None  # None for raw jobs
     prepared: dict = field(default_factory=dict)  # what the task's prepare() built (e.g. NEB endpoints)
+    resume: MDState | None = None  # `driver run --resume`: the checkpoint this job continues from
 
 
 def task_module(kind: str):

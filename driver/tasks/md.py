@@ -17,8 +17,11 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.neighborlist import neighbor_list
 from ase.optimize import FIRE
 
-from driver.errors import SimulationError
+from driver import interrupt
+from driver.checkpoint import MDState, capture, restore_atoms, restore_integrator
+from driver.errors import OutputError, SimulationError
 from driver.output import H5MDWriter
+from driver.progress import Progress
 from driver.recipe import MDTask, RelaxSpec
 
 log = logging.getLogger(__name__)
@@ -139,51 +142,78 @@ class MDResult:
         return dict(self.__dict__)
 
 
-def run_md(atoms: Atoms, task: MDTask, temperature_K: float, writer: H5MDWriter,
-           write_every: int, label: str = "md") -> MDResult:
-    """Integrate `task.steps` steps from the atoms' current velocities, streaming frames."""
+def summarize(atoms: Atoms, task: MDTask, writer: H5MDWriter) -> MDResult:
+    """Headline numbers from the frames in the file, so a resumed job reports the same as an
+    uninterrupted one."""
+    times_fs = writer.file["particles/all/position/step"][: writer.frames] * task.timestep_fs
+    stored = writer.file["observables"]
+    conserved_name = "conserved_energy" if "conserved_energy" in stored else "total_energy" if task.ensemble == "nve" else None
+    drift = None  # only where a conserved quantity exists: NVE, or the integrator reports one
+    if conserved_name is not None and writer.frames > 2:
+        slope_per_fs = np.polyfit(times_fs, writer.series(conserved_name), 1)[0]
+        drift = float(slope_per_fs * 1000.0 / len(atoms))
+    msd = writer.series("mean_squared_displacement")
+    return MDResult(
+        steps=task.steps,
+        frames=writer.frames,
+        mean_temperature_K=float(np.mean(writer.series("temperature"))),
+        final_potential_energy_eV=float(atoms.get_potential_energy()),
+        conserved_energy_drift_eV_per_atom_per_ps=drift,
+        # Mean over the second half of the frames: vibration amplitude once motion has developed.
+        rms_displacement_A=float(np.sqrt(np.mean(msd[len(msd) // 2:]))),
+        ensemble=task.ensemble,
+    )
+
+
+def run_md(atoms: Atoms, task: MDTask, temperature_K: float, writer: H5MDWriter, write_every: int,
+           label: str = "md", checkpoint_every: int | None = None, resume: MDState | None = None) -> MDResult:
+    """Integrate up to `task.steps` steps, streaming frames and checkpoints; from `resume`, continue
+    a checkpointed run exactly (same positions to the last bit, thermostat noise included)."""
+    if resume is not None:
+        restore_atoms(resume, atoms)
     integrator = make_integrator(atoms, task, temperature_K, task.seed)
+    if resume is not None:
+        restore_integrator(resume, integrator)
+        start_positions = writer.file["particles/all/position/value"][0]
+    else:
+        start_positions = atoms.get_positions()
     with_cell = task.ensemble.startswith("npt")
-    temperatures: list[float] = []
-    times_fs: list[float] = []
-    conserved_energies: list[float] = []
-    squared_displacements: list[float] = []
-    start_positions = atoms.get_positions()
-    report_every = max(1, task.steps // 10)
+    saved_step = [resume.step if resume is not None else -1]
+    progress = Progress(log, label, task.steps, start=integrator.nsteps)
 
     def record() -> None:
         step = integrator.nsteps
         values = observables(atoms, integrator, with_cell)
+        values["mean_squared_displacement"] = float(np.mean(np.sum((atoms.get_positions() - start_positions) ** 2, axis=1)))
         reason = explosion(atoms, values, step, temperature_K, task)
         if reason is not None:
             raise SimulationError(f"{label}: exploded: {reason}; the {writer.frames} frames before are kept")
         writer.append(step, step * task.timestep_fs, atoms, values)
-        temperatures.append(values["temperature"])
-        squared_displacements.append(float(np.mean(np.sum((atoms.get_positions() - start_positions) ** 2, axis=1))))
-        times_fs.append(step * task.timestep_fs)
-        conserved = values.get("conserved_energy", values["total_energy"] if task.ensemble == "nve" else None)
-        if conserved is not None:
-            conserved_energies.append(conserved)
-        if step % report_every < write_every:
-            log.info("%s: step %d/%d  T=%.0f K  Epot=%.4f eV", label, step, task.steps,
-                     values["temperature"], values["potential_energy"])
+        progress.update(step, f"T={values['temperature']:.0f} K  Epot={values['potential_energy']:.4f} eV")
+
+    def save() -> None:
+        if checkpoint_every and saved_step[0] != integrator.nsteps:
+            writer.checkpoint(capture(atoms, integrator, writer.frames))
+            saved_step[0] = integrator.nsteps
+
+    def honour_stop() -> None:  # SIGTERM/SIGINT: checkpoint this step, then stop
+        if interrupt.stop_requested():
+            save()
+            interrupt.raise_if_requested()
 
     integrator.attach(record, interval=write_every)
-    integrator.run(task.steps)
-    drift = None  # only where a conserved quantity exists: NVE, or the integrator reports one
-    if len(conserved_energies) > 2 and len(conserved_energies) == len(times_fs):
-        slope_per_fs = np.polyfit(times_fs, conserved_energies, 1)[0]
-        drift = float(slope_per_fs * 1000.0 / len(atoms))
-    return MDResult(
-        steps=task.steps,
-        frames=writer.frames,
-        mean_temperature_K=float(np.mean(temperatures)),
-        final_potential_energy_eV=float(atoms.get_potential_energy()),
-        conserved_energy_drift_eV_per_atom_per_ps=drift,
-        # Mean over the second half of the frames: vibration amplitude once motion has developed.
-        rms_displacement_A=float(np.sqrt(np.mean(squared_displacements[len(squared_displacements) // 2:]))),
-        ensemble=task.ensemble,
-    )
+    if checkpoint_every:
+        integrator.attach(save, interval=checkpoint_every)
+    integrator.attach(honour_stop, interval=1)
+    with interrupt.deferred():
+        try:
+            integrator.run(task.steps - integrator.nsteps)
+        except OutputError:  # stopped for lack of disk space: checkpoint if the file still takes writes
+            if not writer.failed:
+                save()
+            raise
+        save()  # the final state: a resume of a finished run has nothing left to integrate
+    return summarize(atoms, task, writer)
 
 
 def prepare(atoms: Atoms, task: MDTask) -> dict:
@@ -196,10 +226,12 @@ def prepare(atoms: Atoms, task: MDTask) -> dict:
 
 
 def run(context) -> dict:
-    """The MD task for one job: seeded Maxwell-Boltzmann start, then `run_md`."""
+    """The MD task for one job: seeded Maxwell-Boltzmann start (or the job's checkpoint), then `run_md`."""
     task = context.recipe.task
-    initialize_velocities(context.atoms, context.job.temperature_K, task.seed)
+    if context.resume is None:
+        initialize_velocities(context.atoms, context.job.temperature_K, task.seed)
     result = run_md(context.atoms, task, context.job.temperature_K, context.writer,
-                    context.recipe.output.write_every, context.job.name)
+                    context.recipe.output.write_every, context.job.name,
+                    checkpoint_every=context.recipe.output.checkpoint_every, resume=context.resume)
     context.writer.write_results("md", result.as_dict())
     return result.as_dict()

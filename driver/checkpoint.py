@@ -1,0 +1,190 @@
+"""Full MD state in the job's own HDF5 file, so a killed job continues exactly where it was.
+
+The state is what the next step needs and nothing else can give back: positions, momenta, cell,
+the step count, the integrator's thermostat/barostat variables and its random-number generator.
+Every float array and float held by the integrator (and by ASE objects it owns, such as a
+Nose-Hoover chain or an MTK barostat) is stored, so a new ensemble needs no code here.
+
+Two slots are written in turn, each sealed by a sha256 written last: a kill while one slot is
+being written leaves the other, older one valid. Reading takes the newest valid slot.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+import h5py
+import numpy as np
+from ase import Atoms
+from ase.md.md import MolecularDynamics
+
+from driver.errors import DriverError
+
+GROUP = "checkpoint"
+_SLOTS = ("a", "b")
+_ATOMS_ARRAYS = ("positions", "momenta", "cell")
+
+
+class CheckpointError(DriverError):
+    """A checkpoint exists but cannot be trusted; resuming from it would give wrong physics."""
+
+    exit_code = 2
+
+
+@dataclass
+class MDState:
+    step: int
+    frames: int  # trajectory frames written up to and including this step
+    positions: np.ndarray
+    momenta: np.ndarray
+    cell: np.ndarray
+    integrator: dict[str, np.ndarray] = field(default_factory=dict)  # dotted attribute -> value
+    rng: dict | None = None  # numpy bit-generator state
+
+
+def _is_ase_md_object(value: object) -> bool:
+    return type(value).__module__.startswith("ase.md.")
+
+
+def _numeric_attributes(obj: object, prefix: str = "", depth: int = 0) -> dict[str, np.ndarray]:
+    """Float arrays and floats of an ASE integrator and of the ASE md objects it holds."""
+    found: dict[str, np.ndarray] = {}
+    for name, value in vars(obj).items():
+        key = f"{prefix}{name}"
+        if isinstance(value, float):
+            found[key] = np.asarray(value)
+        elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
+            found[key] = value.copy()
+        elif depth < 2 and _is_ase_md_object(value):
+            found.update(_numeric_attributes(value, f"{key}.", depth + 1))
+    return found
+
+
+def capture(atoms: Atoms, integrator: MolecularDynamics, frames: int) -> MDState:
+    rng = getattr(integrator, "rng", None)
+    return MDState(
+        step=int(integrator.nsteps), frames=frames,
+        positions=atoms.get_positions(), momenta=atoms.get_momenta(), cell=atoms.cell[:].copy(),
+        integrator=_numeric_attributes(integrator),
+        rng=rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
+    )
+
+
+def restore_atoms(state: MDState, atoms: Atoms) -> None:
+    """Before the integrator is built: some read the atoms when constructed (Bussi refuses zero
+    kinetic energy, MTK takes its reference volume)."""
+    atoms.set_cell(state.cell, scale_atoms=False)
+    atoms.set_positions(state.positions, apply_constraint=False)
+    atoms.set_momenta(state.momenta, apply_constraint=False)
+
+
+def restore_integrator(state: MDState, integrator: MolecularDynamics) -> None:
+    """Put a fresh integrator (built as for a new run, on restored atoms) back into `state`."""
+    for key, value in state.integrator.items():
+        *path, name = key.split(".")
+        owner = integrator
+        for part in path:
+            owner = getattr(owner, part)
+        current = getattr(owner, name, None)
+        if isinstance(current, np.ndarray):
+            if current.shape != value.shape:
+                raise CheckpointError(f"checkpoint integrator.{key} has shape {value.shape}, "
+                                      f"the integrator expects {current.shape}")
+            current[...] = value
+        else:
+            setattr(owner, name, value.copy() if value.ndim else float(value))
+    if state.rng is not None:
+        integrator.rng.bit_generator.state = state.rng
+    integrator.nsteps = state.step
+
+
+def _digest(arrays: dict[str, np.ndarray], header: dict) -> str:
+    sha = hashlib.sha256(json.dumps(header, sort_keys=True).encode())
+    for name in sorted(arrays):
+        sha.update(name.encode())
+        sha.update(np.ascontiguousarray(arrays[name], dtype=np.float64).tobytes())
+    return sha.hexdigest()
+
+
+def _arrays(state: MDState) -> dict[str, np.ndarray]:
+    return {"positions": state.positions, "momenta": state.momenta, "cell": state.cell,
+            **{f"integrator/{key}": value for key, value in state.integrator.items()}}
+
+
+def _header(state: MDState) -> dict:
+    return {"step": state.step, "frames": state.frames, "rng": state.rng}
+
+
+class Checkpointer:
+    """Writes a job's checkpoints into its open HDF5 file, alternating between the two slots."""
+
+    def __init__(self, file: h5py.File):
+        self.file = file
+        newest = _newest_valid(file[GROUP], file.filename, strict=False) if GROUP in file else None
+        self._next_slot = _SLOTS[1] if newest is not None and newest[0] == _SLOTS[0] else _SLOTS[0]
+
+    def write(self, state: MDState) -> None:
+        """Overwrite the older slot in place (the file does not grow), seal it, flush."""
+        slot = self.file.require_group(f"{GROUP}/{self._next_slot}")
+        slot.attrs["sha256"] = ""  # unsealed while it is being written
+        self.file.flush()
+        arrays = _arrays(state)
+        for name, value in arrays.items():
+            value = np.asarray(value, dtype=np.float64)
+            if name in slot and slot[name].shape == value.shape:
+                slot[name][...] = value
+            else:
+                if name in slot:
+                    del slot[name]
+                slot.create_dataset(name, data=value)
+        header = _header(state)
+        slot.attrs["header"] = json.dumps(header)
+        slot.attrs["sha256"] = _digest(arrays, header)
+        self.file.flush()
+        self._next_slot = _SLOTS[1 - _SLOTS.index(self._next_slot)]
+
+
+def _read_slot(slot: h5py.Group) -> tuple[MDState, bool]:
+    header = json.loads(slot.attrs["header"])
+    arrays: dict[str, np.ndarray] = {}
+    slot.visititems(lambda name, obj: arrays.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None)
+    valid = slot.attrs.get("sha256", "") == _digest(arrays, header)
+    integrator = {name.removeprefix("integrator/"): np.asarray(value)
+                  for name, value in arrays.items() if name.startswith("integrator/")}
+    state = MDState(step=int(header["step"]), frames=int(header["frames"]), positions=arrays["positions"],
+                    momenta=arrays["momenta"], cell=arrays["cell"], integrator=integrator, rng=header["rng"])
+    return state, valid
+
+
+def _newest_valid(root: h5py.Group, filename: str, strict: bool) -> tuple[str, MDState] | None:
+    """The newest sealed slot. `strict`: slots that exist but none valid is an error."""
+    valid: list[tuple[str, MDState]] = []
+    broken: list[str] = []
+    for name in _SLOTS:
+        if name not in root:
+            continue
+        try:
+            state, ok = _read_slot(root[name])
+        except (KeyError, ValueError, OSError, TypeError):
+            ok = False
+        if ok:
+            valid.append((name, state))
+        else:
+            broken.append(name)
+    if not valid:
+        if strict and broken:
+            raise CheckpointError(f"{filename}: checkpoint damaged (checksum mismatch or unreadable in "
+                                  f"slot{'s' if len(broken) > 1 else ''} {', '.join(broken)}); "
+                                  "run with --overwrite to start this job again")
+        return None
+    return max(valid, key=lambda item: item[1].step)
+
+
+def read_latest(file: h5py.File) -> MDState | None:
+    """The newest valid checkpoint, None when the job never wrote one."""
+    if GROUP not in file:
+        return None
+    newest = _newest_valid(file[GROUP], file.filename, strict=True)
+    return newest[1] if newest else None

@@ -1,0 +1,62 @@
+"""SIGTERM and SIGINT (Slurm preemption, Ctrl-C) as a stop request that jobs honour at safe points.
+
+Raising KeyboardInterrupt straight from a signal handler lands wherever the interpreter happens
+to be: inside a library's `__del__` or a garbage-collection callback the exception is printed
+and swallowed, and the run carries on as if nothing happened. So while a job runs, the handler
+only records the request; the job checks it between MD steps (where a checkpoint can be written)
+and raises KeyboardInterrupt itself. Outside jobs (model loading, set-up) and on a second signal
+the handler raises at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+from collections.abc import Iterator
+
+_requested: int | None = None
+_deferring = 0
+
+
+def _on_signal(signum: int, frame) -> None:
+    global _requested
+    if _deferring and _requested is None:
+        _requested = signum
+        return
+    raise KeyboardInterrupt
+
+
+def install() -> None:
+    """Route SIGTERM and SIGINT through the stop request (main thread only, as Python requires)."""
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+
+
+@contextlib.contextmanager
+def deferred() -> Iterator[None]:
+    """Within the block a signal only sets the request; the code inside checks it at its safe
+    points, and the caller checks it after the block (`raise_if_requested`)."""
+    global _deferring
+    _deferring += 1
+    try:
+        yield
+    finally:
+        _deferring -= 1
+
+
+def stop_requested() -> bool:
+    return _requested is not None
+
+
+def raise_if_requested() -> None:
+    """Turn a recorded stop request into KeyboardInterrupt, once."""
+    global _requested
+    if _requested is not None:
+        _requested = None
+        raise KeyboardInterrupt
+
+
+def reset() -> None:
+    """Forget a pending request (tests, and a library caller that handled it)."""
+    global _requested
+    _requested = None

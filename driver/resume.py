@@ -1,0 +1,68 @@
+"""`driver run --resume`: what each job's file on disk says about where that job stands.
+
+A job's HDF5 file is the only record a killed run leaves (summary.json is written at the end),
+so the decision is taken from it alone: finished jobs are skipped and reported from the entry
+stored in their file; unfinished MD jobs continue from their newest valid checkpoint; anything
+else starts again.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+
+from driver.checkpoint import MDState, read_latest
+from driver.errors import InputError, first_line
+from driver.recipe import Recipe
+
+FINISHED = ("completed", "failed", "not converged")
+
+
+@dataclass
+class JobOnDisk:
+    action: str  # "run" (from the start), "skip" (finished) or "continue" (from `state`)
+    entry: dict | None = None  # the finished job's summary entry
+    state: MDState | None = None
+
+
+def recipe_fingerprint(recipe: Recipe) -> str:
+    """The recipe as the driver understood it (defaults filled in), for comparison on resume."""
+    return recipe.model_dump_json()
+
+
+def _first_difference(stored: object, current: object, prefix: str = "") -> str:
+    if isinstance(stored, dict) and isinstance(current, dict):
+        for key in sorted(set(stored) | set(current)):
+            found = _first_difference(stored.get(key), current.get(key), f"{prefix}{key}.")
+            if found:
+                return found
+        return ""
+    return prefix.rstrip(".") if stored != current else ""
+
+
+def job_on_disk(path: Path, recipe: Recipe) -> JobOnDisk:
+    """Where the job whose file is `path` stands; bad or foreign files are input errors."""
+    if not path.exists():
+        return JobOnDisk("run")
+    try:
+        with h5py.File(path, "r") as f:
+            status = str(f.attrs.get("status", "running"))
+            stored = f["parameters"].attrs.get("recipe_fingerprint") if "parameters" in f else None
+            if stored is None:
+                raise InputError(f"{path}: not written by this driver's run of a recipe (no recipe_fingerprint); "
+                                 "run with --overwrite or another --out")
+            field = _first_difference(json.loads(stored), json.loads(recipe_fingerprint(recipe)))
+            if field:
+                raise InputError(f"{path}: written by a different recipe ({field} differs); --resume needs the "
+                                 "recipe that started the run (or use --overwrite)")
+            if status in FINISHED:
+                entry = json.loads(f.attrs["summary_entry"]) if "summary_entry" in f.attrs else None
+                return JobOnDisk("skip", entry=entry or {"job": path.stem, "file": path.name, "status": status})
+            state = read_latest(f) if recipe.task.kind == "md" else None
+    except (OSError, KeyError, ValueError) as exc:
+        raise InputError(f"{path}: cannot be read to resume ({first_line(exc)}); "
+                         "delete it or run with --overwrite") from None
+    return JobOnDisk("continue", state=state) if state is not None else JobOnDisk("run")
