@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import signal
+import threading
 from collections.abc import Iterator
 
 _requested: int | None = None
-_deferring = 0
+_deferring = 0  # blocks inside `deferred()`, over all threads
+_lock = threading.Lock()
 
 
 def _on_signal(signum: int, frame) -> None:
@@ -28,6 +30,7 @@ def _on_signal(signum: int, frame) -> None:
 
 def install() -> None:
     """Route SIGTERM and SIGINT through the stop request (main thread only, as Python requires)."""
+    reset()
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)
 
@@ -37,11 +40,13 @@ def deferred() -> Iterator[None]:
     """Within the block a signal only sets the request; the code inside checks it at its safe
     points, and the caller checks it after the block (`raise_if_requested`)."""
     global _deferring
-    _deferring += 1
+    with _lock:
+        _deferring += 1
     try:
         yield
     finally:
-        _deferring -= 1
+        with _lock:
+            _deferring -= 1
 
 
 def stop_requested() -> bool:
@@ -49,10 +54,9 @@ def stop_requested() -> bool:
 
 
 def raise_if_requested() -> None:
-    """Turn a recorded stop request into KeyboardInterrupt, once."""
-    global _requested
+    """Turn a recorded stop request into KeyboardInterrupt. The request stays, so that every
+    replica of a batched run (driver.replicas, one thread each) stops, and the run after it."""
     if _requested is not None:
-        _requested = None
         raise KeyboardInterrupt
 
 

@@ -278,6 +278,13 @@ class OutputSpec(_Strict):
     velocities: bool = True
 
 
+class RunSpec(_Strict):
+    """How the jobs of a run are executed (not what they compute)."""
+
+    batch_replicas: bool = Field(False, description="integrate this rank's MD jobs side by side, all replicas "
+                                 "evaluated in one batched model call per step (driver.replicas)")
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     structure: StructureSpec
@@ -286,11 +293,19 @@ class Recipe(_Strict):
     compare: bool = False
     task: Task
     output: OutputSpec = OutputSpec()
+    run: RunSpec = RunSpec()
 
     @model_validator(mode="after")
     def _compare_needs_correction(self) -> Recipe:
         if self.compare and self.correction is None:
             raise ValueError("compare: true needs a correction to compare against")
+        return self
+
+    @model_validator(mode="after")
+    def _replicas_are_md(self) -> Recipe:
+        if self.run.batch_replicas and self.task.kind != "md":
+            raise ValueError(f"run.batch_replicas: batches MD replicas; task.kind {self.task.kind} has none "
+                             "(NEB images and phonon displacements are batched by the task's own `batched`)")
         return self
 
 

@@ -21,6 +21,7 @@ from driver.output import H5MDWriter
 from driver.parallel import World
 from driver.provenance import host_description, now_iso, package_versions
 from driver.recipe import Recipe
+from driver.replicas import run_together
 from driver.resume import JobOnDisk, job_on_disk, recipe_fingerprint
 from driver.structure import load_structure
 from driver.tasks import JobContext, task_module, task_runner
@@ -182,7 +183,8 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
         start, structure_info, prepared = starting_structure(recipe, model)
     reference_energy = structure_info["reference_energy_eV"]
     provenance = {
-        "recipe": recipe_text, "recipe_fingerprint": recipe_fingerprint(recipe), "recipe_name": recipe.name, "seed": getattr(recipe.task, "seed", None),
+        "recipe": recipe_text, "recipe_fingerprint": recipe_fingerprint(recipe), "recipe_name": recipe.name,
+        "seed": getattr(recipe.task, "seed", None),
         "package_versions": package_versions(), "host": host_description(), "mpi_size": world.size,
         **model.provenance(), **structure_info,
     }
@@ -190,16 +192,26 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     entries: list[dict] = []  # this rank's jobs
     try:
         with world.abort_on_error("job failed"):
-            for number, job in enumerate(mine, start=1):
-                interrupt.raise_if_requested()  # a signal that came after the last job's last check
+            to_run = []
+            for job in mine:
                 on_disk = on_disk_by_job[job.name]
                 if on_disk.action == "skip":
                     log.info("%s: already %s; skipped (--resume)", job.name, on_disk.entry["status"])
                     entries.append(on_disk.entry)
-                    continue
-                log.info("running %s (job %d of %d on this rank)", job.name, number, len(mine))
-                run_job(job, recipe, start, model, scale, reference_energy, out_dir, provenance, entries, prepared,
-                        on_disk.state)
+                else:
+                    to_run.append(job)
+
+            def run_one(job: Job, job_model: LoadedModel = model) -> None:
+                run_job(job, recipe, start, job_model, scale, reference_energy, out_dir, provenance, entries,
+                        prepared, on_disk_by_job[job.name].state)
+
+            if recipe.run.batch_replicas and len(to_run) > 1:
+                run_together(to_run, model, recipe.task.ensemble.startswith("npt"), run_one)
+            else:
+                for number, job in enumerate(to_run, start=1):
+                    interrupt.raise_if_requested()  # a signal that came after the last job's last check
+                    log.info("running %s (job %d of %d on this rank)", job.name, number, len(to_run))
+                    run_one(job)
             interrupt.raise_if_requested()
         report.jobs = in_job_order(jobs, world.allgather(entries))
         finalize = getattr(task_module(recipe.task.kind), "finalize", None)
@@ -207,7 +219,7 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
             finalize(out_dir, report.jobs)
     finally:
         if not report.jobs:  # interrupted: what this rank knows (all of it in a serial run)
-            report.jobs = in_job_order(jobs, [entries])
+            report.jobs = in_job_order(jobs, [entries], others_unknown=world.parallel)
         if world.root:
             extra = {**model.provenance(), **structure_info}
             if scale is not None:
@@ -216,8 +228,11 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     return report
 
 
-def in_job_order(jobs: list[Job], entries_per_rank: list[list[dict]]) -> list[dict]:
-    """The summary's job list in the recipe's order; jobs no rank started read `not run`."""
+def in_job_order(jobs: list[Job], entries_per_rank: list[list[dict]], others_unknown: bool = False) -> list[dict]:
+    """The summary's job list in the recipe's order; jobs no rank started read `not run`. After an
+    interruption under MPI, rank 0 cannot ask the others: their jobs read `unknown` (the status
+    attribute in each job's file says, and --resume reads it)."""
     by_name = {entry["job"]: entry for entries in entries_per_rank for entry in entries}
-    return [by_name.get(job.name, {"job": job.name, "file": f"{job.name}.h5", "status": "not run"})
+    missing = "unknown (another rank; see the status in its file)" if others_unknown else "not run"
+    return [by_name.get(job.name, {"job": job.name, "file": f"{job.name}.h5", "status": missing})
             for job in jobs]
