@@ -177,3 +177,15 @@ def _refuse_launch_without_mpi4py() -> None:
         if value.isdigit() and int(value) > 1:
             raise InputError(f"started by an MPI launcher with {os.environ[variable]} ranks ({variable}) but "
                              "mpi4py is not installed; pip install 'umlip-driver[mpi]' or run without mpirun")
+
+
+def serial_comm():
+    """The communicator for ASE's dynamics, optimizers and velocity distributions in a job.
+
+    They default to ase.parallel.world, which under mpirun is MPI's COMM_WORLD: ASE then
+    broadcasts rank 0's random numbers to every rank at every step, as if all ranks ran one
+    simulation. Here each rank runs jobs of its own, so a rank whose jobs end first left the
+    others blocked in that broadcast for ever. Every job sees a world of one."""
+    from ase.parallel import DummyMPI
+
+    return DummyMPI()

@@ -20,6 +20,7 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.neighborlist import neighbor_list
 
 from driver.errors import InputError
+from driver.parallel import serial_comm
 
 
 @dataclass
@@ -53,10 +54,12 @@ def md_snapshots(atoms: Atoms, calculator, temperature_K: float, steps: int, eve
     """Snapshots of a short Langevin run with the raw model: thermal, correlated distortions."""
     system = atoms.copy()
     system.calc = calculator
-    MaxwellBoltzmannDistribution(system, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    MaxwellBoltzmannDistribution(system, temperature_K=temperature_K, rng=np.random.default_rng(seed),
+                                 comm=serial_comm())
     Stationary(system)
     dynamics = Langevin(system, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
-                        friction=0.02 / units.fs, fixcm=False, rng=np.random.default_rng(seed + 1))
+                        friction=0.02 / units.fs, fixcm=False, rng=np.random.default_rng(seed + 1),
+                        comm=serial_comm())
     found: list[Candidate] = []
     for _ in range(steps // every):
         dynamics.run(every)

@@ -84,6 +84,22 @@ def test_two_ranks_match_serial_run(tmp_path):
     assert "Traceback" not in again.stderr
 
 
+def test_uneven_job_counts_per_rank_finish_and_match_serial(tmp_path):
+    """3 Langevin jobs on 2 ranks: rank 1 ends first. ASE's integrators broadcast their random
+    numbers over ase.parallel.world by default (MPI's COMM_WORLD under mpiexec), which left rank 0
+    blocked for ever in its second job; each job must run in a world of its own."""
+    recipe = write_recipe(tmp_path, task={"temperature_K": [400, 600, 800], "steps": 10})
+    serial_out, parallel_out = tmp_path / "serial", tmp_path / "parallel"
+    assert _run([sys.executable, "-m", "driver", "run", str(recipe), "--out", str(serial_out)], tmp_path).returncode == 0
+    parallel = _run([MPIEXEC, "-n", "2", sys.executable, "-m", "driver", "run", str(recipe),
+                     "--out", str(parallel_out)], tmp_path, timeout=240)
+    assert parallel.returncode == 0, parallel.stderr
+    for name in ("raw-T400K.h5", "raw-T600K.h5", "raw-T800K.h5"):
+        with h5py.File(serial_out / name, "r") as s, h5py.File(parallel_out / name, "r") as p:
+            np.testing.assert_allclose(p["particles/all/position/value"][:], s["particles/all/position/value"][:],
+                                       rtol=0, atol=1e-6, err_msg=name)
+
+
 def test_abort_on_one_rank_stops_all(tmp_path):
     script = tmp_path / "abort.py"
     script.write_text(textwrap.dedent("""

@@ -21,6 +21,7 @@ from driver import interrupt
 from driver.checkpoint import MDState, capture, restore_atoms, restore_integrator
 from driver.errors import OutputError, SimulationError
 from driver.output import H5MDWriter
+from driver.parallel import serial_comm
 from driver.progress import Progress
 from driver.recipe import MDTask, RelaxSpec
 
@@ -29,14 +30,15 @@ log = logging.getLogger(__name__)
 
 def relax_positions(atoms: Atoms, spec: RelaxSpec) -> tuple[bool, int]:
     """Relax positions at fixed cell with FIRE; returns (converged, steps taken)."""
-    optimizer = FIRE(atoms, logfile=None)
+    optimizer = FIRE(atoms, logfile=None, comm=serial_comm())
     converged = bool(optimizer.run(fmax=spec.fmax_eV_A, steps=spec.max_steps))
     return converged, optimizer.nsteps
 
 
 def initialize_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None:
     """Maxwell-Boltzmann velocities at T with zero total momentum, reproducible from the seed."""
-    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed))
+    MaxwellBoltzmannDistribution(atoms, temperature_K=temperature_K, rng=np.random.default_rng(seed),
+                                 comm=serial_comm())
     Stationary(atoms)
 
 
@@ -48,7 +50,14 @@ def _fix_center_of_mass(atoms: Atoms) -> None:
 
 
 def make_integrator(atoms: Atoms, task: MDTask, temperature_K: float, seed: int) -> MolecularDynamics:
-    """The ASE integrator for the task's ensemble; stochastic ones draw from their own seeded RNG."""
+    """The ASE integrator for the task's ensemble, in a world of one (driver.parallel.serial_comm)."""
+    integrator = _ensemble_integrator(atoms, task, temperature_K, seed)
+    integrator.comm = serial_comm()  # not every ASE integrator takes `comm` as an argument
+    return integrator
+
+
+def _ensemble_integrator(atoms: Atoms, task: MDTask, temperature_K: float, seed: int) -> MolecularDynamics:
+    """Stochastic integrators draw from their own seeded RNG."""
     dt = task.timestep_fs * units.fs
     rng = np.random.default_rng(seed + 1)
     if task.ensemble == "nve":

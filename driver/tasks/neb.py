@@ -20,6 +20,7 @@ from ase.mep.neb import NEBOptimizer
 from ase.optimize import BFGS, FIRE
 from ase.utils.forcecurve import fit_images
 
+from driver.parallel import serial_comm
 from driver.recipe import NEBTask
 from driver.tasks.neb_endpoints import build_endpoints, relax_fixed_cell
 
@@ -68,6 +69,12 @@ class BatchedNEB(NEB):
 
 
 def make_optimizer(neb: BatchedNEB, name: str):
+    optimizer = _optimizer(neb, name)
+    optimizer.comm = serial_comm()  # a world of one, see driver.parallel.serial_comm
+    return optimizer
+
+
+def _optimizer(neb: BatchedNEB, name: str):
     if name == "fire":
         return FIRE(neb, logfile=None)
     if name == "bfgs":
@@ -96,8 +103,9 @@ def build_band(initial: Atoms, final: Atoms, task: NEBTask, evaluate: Evaluator)
     images = [initial.copy() for _ in range(task.n_images + 1)] + [final.copy()]
     # Interpolate on a plain NEB: ASE's IDPP optimises the object it is given against its own
     # surrogate calculators, which BatchedNEB.get_forces would replace with the model's results.
-    NEB(images, method=task.method).interpolate(method=task.interpolation, mic=True)
-    neb = BatchedNEB(images, evaluate, k=task.spring_constant_eV_A2, climb=task.climb, method=task.method)
+    NEB(images, method=task.method, world=serial_comm()).interpolate(method=task.interpolation, mic=True)
+    neb = BatchedNEB(images, evaluate, k=task.spring_constant_eV_A2, climb=task.climb, method=task.method,
+                      world=serial_comm())
     neb.attach_results([images[0], images[-1]])  # endpoints: evaluated once, never move
     return neb
 

@@ -8,6 +8,7 @@ from ase.geometry import find_mic
 from ase.optimize import FIRE
 
 from driver.errors import InputError
+from driver.parallel import serial_comm
 from driver.recipe import InterstitialHop, NEBTask, VacancyHop
 from driver.structure import read_with_ase
 
@@ -73,5 +74,5 @@ def build_endpoints(structure: Atoms, task: NEBTask) -> tuple[Atoms, Atoms, dict
 
 
 def relax_fixed_cell(atoms: Atoms, fmax: float, steps: int) -> tuple[bool, int]:
-    optimizer = FIRE(atoms, logfile=None)
+    optimizer = FIRE(atoms, logfile=None, comm=serial_comm())
     return bool(optimizer.run(fmax=fmax, steps=steps)), optimizer.nsteps

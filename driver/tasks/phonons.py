@@ -19,6 +19,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
 
 from driver.errors import SimulationError
+from driver.parallel import serial_comm
 from driver.recipe import PhononTask
 
 log = logging.getLogger(__name__)
@@ -29,7 +30,7 @@ def prepare(atoms: Atoms, task: PhononTask) -> dict:
     if task.relax is None:
         return {}
     target = FrechetCellFilter(atoms) if task.relax.relax_cell else atoms
-    optimizer = FIRE(target, logfile=None)
+    optimizer = FIRE(target, logfile=None, comm=serial_comm())
     converged = bool(optimizer.run(fmax=task.relax.fmax_eV_A, steps=task.relax.max_steps))
     log.info("pre-relaxation (%s): %s after %d steps", "cell and positions" if task.relax.relax_cell else "positions",
              "converged" if converged else "NOT converged", optimizer.nsteps)
