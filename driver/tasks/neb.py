@@ -47,25 +47,42 @@ def prepare(atoms: Atoms, task: NEBTask) -> dict:
 
 
 class BatchedNEB(NEB):
-    """ASE's NEB with the moving images evaluated together by `evaluate` before each force call."""
+    """ASE's NEB with the moving images evaluated together by `evaluate` before each force call.
+
+    ASE's optimizers ask for the forces of one band several times per step (FIRE and BFGS call
+    `get_gradient` up to three times); the model runs only when the moving images have moved."""
 
     def __init__(self, images: list[Atoms], evaluate: Evaluator, **kwargs):
         super().__init__(images, allow_shared_calculator=True, **kwargs)
         self.evaluate = evaluate
         self.image_max_forces = np.zeros(len(images) - 2)
         self.model_calls = 0
+        self._evaluated_at: np.ndarray | None = None
 
     def attach_results(self, images: Sequence[Atoms]) -> None:
         for image, result in zip(images, self.evaluate(images), strict=True):
             image.calc = SinglePointCalculator(image, energy=result["energy"], forces=result["forces"])
         self.model_calls += 1
 
+    def _moving_positions(self) -> np.ndarray:
+        return np.array([image.positions for image in self.images[1:-1]])
+
     def get_forces(self):
-        self.attach_results(self.images[1:-1])
+        positions = self._moving_positions()
+        if self._evaluated_at is None or not np.array_equal(positions, self._evaluated_at):
+            self.attach_results(self.images[1:-1])
+            self._evaluated_at = positions
         forces = super().get_forces()
         per_image = forces.reshape(len(self.images) - 2, -1, 3)
         self.image_max_forces = np.linalg.norm(per_image, axis=2).max(axis=1)
         return forces
+
+    def converged_to(self, fmax: float) -> bool:
+        """Whether the band at its current positions meets `fmax` (ASE's NEB residual, with the
+        climbing image's full force). Asked of the band itself because ASE's ODE optimiser
+        returns normally when it runs out of steps."""
+        self.get_forces()
+        return bool(self.get_residual() <= fmax)
 
 
 def make_optimizer(neb: BatchedNEB, name: str):
@@ -116,15 +133,20 @@ def run(context) -> dict:
     iteration_energies: list[np.ndarray] = []
     iteration_forces: list[np.ndarray] = []
 
+    recorded_at_call: list[int] = []
+
     def record() -> None:
+        if recorded_at_call and recorded_at_call[-1] == neb.model_calls:
+            return  # the same band as the last record: no new iteration
+        recorded_at_call.append(neb.model_calls)
         iteration_energies.append(np.array(neb.energies, dtype=float))
         iteration_forces.append(neb.image_max_forces.copy())
 
     optimizer = make_optimizer(neb, task.optimizer)
     optimizer.attach(record, interval=1)
-    converged = bool(optimizer.run(fmax=task.fmax_eV_A, steps=task.max_steps))
-    if not iteration_energies or neb.model_calls > len(iteration_energies) + 1:
-        record()  # the last evaluated path, when the optimizer stopped between observer calls
+    optimizer.run(fmax=task.fmax_eV_A, steps=task.max_steps)
+    converged = neb.converged_to(task.fmax_eV_A)
+    record()  # the last evaluated band, when the optimizer stopped between observer calls
 
     energies = np.array([image.get_potential_energy() for image in neb.images])
     fit = fit_images(neb.images)
