@@ -6,6 +6,7 @@ be moved together. Every validation failure becomes one `InputError` naming the 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -25,10 +26,14 @@ from pydantic import (
 from driver.errors import InputError
 
 MODEL_FAMILIES = ("chgnet", "m3gnet", "mace-mp-0")
+# Precisions each family can run in, checked when a recipe is read (the loaders check again).
+FAMILY_DTYPES = {"chgnet": ("float32",), "m3gnet": ("float32", "float64"), "mace-mp-0": ("float32", "float64")}
+assert set(FAMILY_DTYPES) == set(MODEL_FAMILIES)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # No recipe number is meaningful as inf or nan (YAML's .inf, .nan).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def _resolve_existing(value: str | None, info: ValidationInfo, what: str) -> str | None:
@@ -138,7 +143,7 @@ class MDTask(_Strict):
     timestep_fs: float = Field(gt=0)
     steps: int = Field(ge=1)
     temperature_K: float | list[float]
-    seed: int = 0
+    seed: int = Field(0, ge=0, description="numpy RNG seed for velocities and thermostat noise")
     friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction")
     tdamp_fs: float = Field(100.0, gt=0, description="thermostat time constant")
     pressure_GPa: float = 0.0
@@ -149,6 +154,17 @@ class MDTask(_Strict):
     relax: RelaxSpec | None = None
     min_distance_A: float = Field(0.5, gt=0, description="stop when two atoms come closer (explosion)")
     max_temperature_factor: float = Field(5.0, gt=1, description="stop when T exceeds this x target")
+
+    @field_validator("temperature_K", mode="before")
+    @classmethod
+    def _real_temperatures(cls, value):
+        """Before pydantic's coercion, which would read `true` as 1 K."""
+        for t in value if isinstance(value, list) else [value]:
+            if isinstance(t, bool):
+                raise ValueError(f"must be a number in K, got {str(t).lower()}")
+            if isinstance(t, float) and not math.isfinite(t):
+                raise ValueError(f"must be a finite number in K, got {t!r}")
+        return value
 
     @field_validator("temperature_K")
     @classmethod
@@ -312,6 +328,7 @@ class Recipe(_Strict):
 _TYPE_PHRASES = {
     "greater_than": lambda e: f"must be > {e['ctx']['gt']:g}",
     "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']:g}",
+    "finite_number": lambda e: "must be a finite number",
     "missing": lambda e: "is required",
     "literal_error": lambda e: f"must be one of {e['ctx']['expected']}",
     "union_tag_invalid": lambda e: f"must be one of {e['ctx']['expected_tags']}, got {e['ctx']['tag']!r}",
@@ -320,6 +337,60 @@ _TYPE_PHRASES = {
     "string_pattern_mismatch": lambda e: "must start with a letter or digit and use only letters, "
     "digits, '_', '.', '-'",
 }
+
+
+_BRANCH_NAMES = {
+    "float": "a number",
+    "int": "an integer",
+    "bool": "true or false",
+    "list[float]": "a list of numbers",
+    "tuple[int, int, int]": "three integers",
+    "tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]": "a 3x3 integer matrix",
+}
+
+
+def _is_union_branch(part: Any) -> bool:
+    """Pydantic names the member of a `A | B` field it tried ('float', 'list[float]', "literal['auto']");
+    recipe keys are identifiers and never these type names."""
+    if not isinstance(part, str) or part.startswith("function-"):
+        return False
+    return not part.isidentifier() or part in ("float", "int", "bool", "str")
+
+
+def _value_at(data: Any, loc: tuple) -> Any:
+    """The user's value at a pydantic location (discriminator tags such as 'md' are not in the data)."""
+    for part in loc:
+        if isinstance(data, dict) and part in data:
+            data = data[part]
+        elif isinstance(data, list) and isinstance(part, int) and part < len(data):
+            data = data[part]
+        elif not (isinstance(data, dict) and isinstance(part, str)):
+            return None
+    return data
+
+
+def _merge_union_errors(errors: list[dict[str, Any]], data: Any) -> list[dict[str, Any]]:
+    """One error per union field, naming the forms it accepts, instead of one per member tried."""
+    merged: list[dict[str, Any]] = []
+    unions: dict[tuple, dict[str, Any]] = {}
+    for error in errors:
+        cut = next((i for i, part in enumerate(error["loc"]) if _is_union_branch(part)), None)
+        if cut is None:
+            merged.append(error)
+            continue
+        loc, branch = tuple(error["loc"][:cut]), error["loc"][cut]
+        if loc not in unions:
+            unions[loc] = {"type": "union_mismatch", "loc": loc, "branches": [], "input": _value_at(data, loc)}
+            merged.append(unions[loc])
+        if branch not in unions[loc]["branches"]:
+            unions[loc]["branches"].append(branch)
+    return merged
+
+
+def _branch_name(branch: str) -> str:
+    if branch.startswith("literal[") and branch.endswith("]"):
+        return branch[len("literal["):-1]
+    return _BRANCH_NAMES.get(branch, branch)
 
 
 def _describe(error: dict[str, Any]) -> str:
@@ -332,7 +403,9 @@ def _describe(error: dict[str, Any]) -> str:
         parts.append("kind")
     location = ".".join(parts)
     phrase_for = _TYPE_PHRASES.get(error["type"])
-    if phrase_for is not None:
+    if error["type"] == "union_mismatch":
+        message = f"must be {' or '.join(_branch_name(b) for b in error['branches'])}, got {error['input']!r}"
+    elif phrase_for is not None:
         message = phrase_for(error)
         if error["type"] not in ("missing", "extra_forbidden", "union_tag_invalid", "union_tag_not_found"):
             message += f", got {error['input']!r}"
@@ -348,11 +421,35 @@ def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
     if not isinstance(data, dict):
         raise InputError(f"{source}: a recipe must be a mapping of keys, got {type(data).__name__}")
     try:
-        return Recipe.model_validate(data, context={"base_dir": str(base_dir)})
+        recipe = Recipe.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
-        errors = exc.errors()
+        errors = _merge_union_errors(exc.errors(), data)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise InputError(f"{source}: {_describe(errors[0])}{more}") from None
+    supported = FAMILY_DTYPES[recipe.model.name]
+    if recipe.model.dtype not in supported:
+        raise InputError(f"{source}: model.dtype: {recipe.model.name} runs in {' or '.join(supported)} only, "
+                         f"got {recipe.model.dtype!r}")
+    return recipe
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: set = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # `<<: *anchor` merges; explicit keys may override merged ones
+            key = self.construct_object(key_node, deep=True)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: SafeLoader reports it
+            if duplicate:
+                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
 
 
 def load_recipe(path: str | os.PathLike) -> tuple[Recipe, str]:
@@ -365,7 +462,7 @@ def load_recipe(path: str | os.PathLike) -> tuple[Recipe, str]:
     except OSError as exc:
         raise InputError(f"{path}: cannot read recipe: {exc.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

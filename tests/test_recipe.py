@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from driver.cli import main
-from driver.recipe import load_recipe
+from driver.recipe import _RecipeLoader, load_recipe
 from tests.conftest import ROOT, write_recipe
 
 
@@ -59,6 +59,16 @@ BAD_RECIPES = {
     "zero supercell": ({"structure": {"supercell": [2, 0, 1]}}, "structure.supercell: repeats must be >= 1"),
     "bad name": ({"name": "my run!"}, "name: must start with a letter or digit"),
     "negative write_every": ({"output": {"write_every": -1}}, "output.write_every: must be >= 1, got -1"),
+    "negative seed": ({"task": {"seed": -1}}, "task.seed: must be >= 0, got -1"),
+    "boolean temperature": ({"task": {"temperature_K": True}}, "task.temperature_K: must be a number in K, got true"),
+    "boolean in list": ({"task": {"temperature_K": [300, False]}}, "task.temperature_K: must be a number in K, got false"),
+    "infinite temperature": ({"task": {"temperature_K": float("inf")}},
+                             "task.temperature_K: must be a finite number in K, got inf"),
+    "nan temperature": ({"task": {"temperature_K": [300, float("nan")]}},
+                        "task.temperature_K: must be a finite number in K, got nan"),
+    "infinite timestep": ({"task": {"timestep_fs": float("inf")}}, "task.timestep_fs: must be a finite number, got inf"),
+    "chgnet in float64": ({"model": {"name": "chgnet", "dtype": "float64"}},
+                          "model.dtype: chgnet runs in float32 only, got 'float64'"),
 }
 
 
@@ -71,6 +81,45 @@ def test_bad_recipe_is_one_line_exit_2(tmp_path, capsys, case):
     assert err.count("\n") == 1, err
     assert str(recipe) in err
     assert expected in err
+
+
+@pytest.mark.parametrize("sections, expected", [
+    ({"task": {"temperature_K": "hot"}}, "task.temperature_K: must be a number or a list of numbers, got 'hot'"),
+    ({"task": {"kind": "phonons", "supercell": [2, 2]}},
+     "task.supercell: must be three integers or a 3x3 integer matrix, got [2, 2]"),
+    ({"task": {"kind": "phonons", "supercell": [2, 2, 2], "batched": "sometimes"}},
+     "task.batched: must be true or false or 'auto', got 'sometimes'"),
+])
+def test_union_field_error_names_the_field_not_the_branch(tmp_path, capsys, sections, expected):
+    """A field typed `A | B` fails once per member; the user sees one problem at the field they wrote."""
+    recipe = write_recipe(tmp_path, **sections)
+    code, _, err = run_cli(capsys, "validate", str(recipe))
+    assert code == 2
+    assert err.strip() == f"error: {recipe}: {expected}"
+
+
+def test_float64_validates_for_families_that_support_it(tmp_path, small_mace_path):
+    recipe = write_recipe(tmp_path, model={"name": "mace-mp-0", "checkpoint": str(small_mace_path), "dtype": "float64"})
+    loaded, _ = load_recipe(recipe)
+    assert loaded.model.dtype == "float64"
+
+
+def test_duplicate_key_is_refused(tmp_path, capsys):
+    recipe = write_recipe(tmp_path)
+    text = recipe.read_text().replace("  steps: 10\n", "  steps: 10\n  steps: 20\n")
+    assert text.count("steps:") == 2
+    recipe.write_text(text)
+    code, _, err = run_cli(capsys, "validate", str(recipe))
+    assert code == 2 and err.count("\n") == 1
+    line = text.splitlines().index("  steps: 20") + 1
+    assert f"{recipe}: line {line}, column 3: " in err and "duplicate key 'steps'" in err
+
+
+def test_yaml_merge_keys_still_work(tmp_path):
+    recipe = write_recipe(tmp_path)
+    text = recipe.read_text().replace("task:\n", "defaults: &d {steps: 7}\ntask:\n  <<: *d\n").replace("  steps: 10\n", "")
+    data = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
+    assert data["task"]["steps"] == 7
 
 
 def test_yaml_syntax_error_names_line(tmp_path, capsys):
