@@ -146,6 +146,35 @@ def test_compare_recovers_synthetic_arrhenius(synthetic_md_run, capsys):
           f"predicted/measured D ratios {ratios}")
 
 
+def _md_run(variant: str, temperature: float, d_cm2_s: dict[str, float]):
+    """An MDAnalysis with only what the relations read: job, variant, T, s and each species' D."""
+    from driver.analysis.compare import MDAnalysis
+    from driver.analysis.diffusion import DiffusionFit
+    from driver.analysis.md import SpeciesDiffusion
+
+    species = {symbol: SpeciesDiffusion(symbol, 1, np.zeros(1), DiffusionFit(d, 0.0, "none", (0.0, 1.0), 0.0, 0.0),
+                                        0.0, None) for symbol, d in d_cm2_s.items()}
+    return MDAnalysis(f"{variant}-T{temperature:g}K", variant, temperature, SCALE if variant == "corrected" else None,
+                      temperature, 1000.0, np.zeros(1), species, None)
+
+
+def test_md_relation_counts_only_raw_temperatures_with_positive_d(tmp_path):
+    """Raw Li moves at 600 K only (D = 0 at 800 K, nan at 1000 K): one usable temperature, no
+    Arrhenius fit, and the message says 1, not 3; raw N moves at all three, so N has its prediction."""
+    from driver.analysis.compare import Comparison, _md_relations, _md_section
+
+    runs = [_md_run("raw", 600.0, {"Li": 1e-6, "N": 1e-7}), _md_run("raw", 800.0, {"Li": 0.0, "N": 2e-7}),
+            _md_run("raw", 1000.0, {"Li": float("nan"), "N": 4e-7}), _md_run("corrected", 600.0, {"Li": 1e-6, "N": 1e-7})]
+    comparison = Comparison(tmp_path, md=runs)
+    _md_section(comparison, (0.1, 0.9))
+    assert ("raw", "Li") not in comparison.arrhenius and ("raw", "N") in comparison.arrhenius
+    lines = _md_relations(comparison)
+    li = next(line for line in lines if line.startswith("MD Li at 600 K"))
+    assert "cannot be predicted: raw MD has 1 temperature(s) with D > 0, an Arrhenius fit needs ≥ 2" in li
+    n = next(line for line in lines if line.startswith("MD N at 600 K"))
+    assert "from the raw Arrhenius fit" in n
+
+
 def _write_neb(path, variant: str, factor: float) -> None:
     coordinate = np.linspace(0, 2.5, 7)
     energies = factor * 0.4 * np.sin(np.pi * coordinate / 2.5) ** 2

@@ -122,9 +122,15 @@ def _md_section(comparison: Comparison, window: tuple[float, float]) -> None:
     comparison.relations += _md_relations(comparison)
 
 
+def _raw_temperatures_with_positive_d(comparison: Comparison, symbol: str) -> list[float]:
+    """The raw temperatures `arrhenius_fit` can use for this species: D finite and > 0."""
+    return sorted({r.temperature_K for r in comparison.md if r.variant == "raw" and r.temperature_K
+                   and symbol in r.species and (d := r.species[symbol].fit.diffusivity_cm2_s) is not None
+                   and math.isfinite(d) and d > 0})
+
+
 def _md_relations(comparison: Comparison) -> list[str]:
     lines = []
-    raw_temperatures = sorted({r.temperature_K for r in comparison.md if r.variant == "raw" and r.temperature_K})
     for run in comparison.md:
         if run.variant != "corrected" or not run.softening_scale or not run.temperature_K:
             continue
@@ -133,8 +139,9 @@ def _md_relations(comparison: Comparison) -> list[str]:
             fit = comparison.arrhenius.get(("raw", symbol))
             head = f"MD {symbol} at {t:g} K: corrected D = {_fmt(sp.fit.diffusivity_cm2_s)} cm²/s"
             if fit is None:
+                usable = _raw_temperatures_with_positive_d(comparison, symbol)
                 lines.append(f"{head}; predicted D_raw(s·T = {s * t:g} K)/sqrt(s) cannot be predicted: raw MD has "
-                             f"{len(raw_temperatures)} temperature(s) with D > 0, an Arrhenius fit needs ≥ 2")
+                             f"{len(usable)} temperature(s) with D > 0, an Arrhenius fit needs ≥ 2")
                 continue
             predicted = fit.diffusivity_at(s * t) / math.sqrt(s)
             outside = "" if min(fit.temperatures_K) <= s * t <= max(fit.temperatures_K) else " (extrapolated)"
