@@ -158,6 +158,37 @@ def test_one_structure_near_equilibrium_warns(tmp_path, capsys, m3gnet64_model, 
     assert "WARNING: only 24 force components" in printed
 
 
+def test_forces_unrelated_to_the_model_warn_about_r_squared(tmp_path, capsys, chgnet_model):
+    """Reference forces that are noise (plus a small share of the model's, so that s > 0) on real,
+    rattled Si: no single scale describes them, and `driver fit` says so. Labels that ARE the model's
+    forces scaled (R² = 1) get no such warning."""
+    rng = np.random.default_rng(7)
+    frames = []
+    for seed in range(2):
+        atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
+        atoms.rattle(0.15, seed=seed)
+        atoms.calc = chgnet_model.calculator
+        model = atoms.get_forces()
+        atoms.calc = None
+        noise = rng.normal(0.0, 1.0, model.shape)
+        noise -= (noise.ravel() @ model.ravel()) / (model.ravel() @ model.ravel()) * model  # uncorrelated with the model
+        atoms.arrays["REF_forces"] = noise + 0.05 * model
+        frames.append(atoms)
+    write(tmp_path / "noise.extxyz", frames)
+    code, printed, err = _fit(capsys, "--model", "chgnet", "--labels", str(tmp_path / "noise.extxyz"),
+                              "--out", str(tmp_path / "noise.yaml"))
+    assert code == 0, err
+    record = yaml.safe_load((tmp_path / "noise.yaml").read_text())
+    assert 0 < record["softening_scale"] and record["r_squared"] < 0.2
+    assert f"WARNING: model and DFT forces agree poorly (R² = {record['r_squared']:.2f} < 0.8)" in printed
+
+    labels = _synthetic_labels(chgnet_model.calculator, tmp_path / "trusted.extxyz", true_scale=0.8)
+    code, printed, err = _fit(capsys, "--model", "chgnet", "--labels", str(labels), "--out", str(tmp_path / "t.yaml"))
+    assert code == 0, err
+    assert yaml.safe_load((tmp_path / "t.yaml").read_text())["r_squared"] > 0.99
+    assert "R² = 1.000" in printed and "agree poorly" not in printed
+
+
 def test_labels_from_calculator_results(tmp_path, capsys, m3gnet64_model, shared_models_dir):
     """Files whose reference values are the calculator results (as ASE reads vasprun.xml/OUTCAR)."""
     atoms = bulk("Si", "diamond", a=5.43, cubic=True).repeat((2, 1, 1))
