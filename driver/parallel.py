@@ -22,6 +22,7 @@ from typing import TypeVar
 from driver.errors import InputError
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,24 @@ class World:
 
     def allgather(self, value: T) -> list[T]:
         return self.comm.allgather(value) if self.parallel else [value]
+
+    def broadcast(self, value: T) -> T:
+        """Rank 0's value, on every rank."""
+        return self.comm.bcast(value, root=0) if self.parallel else value
+
+    def map_shared(self, evaluate: Callable[[list[T]], list[R]], items: Sequence[T]) -> list[R]:
+        """`evaluate(items)` with the items dealt round-robin over the ranks, every result
+        gathered on every rank in the items' order. Collective: every rank calls it with the
+        same items, so the ranks of a shared job stay in step (same results, same decisions)."""
+        if not self.parallel:
+            return evaluate(list(items))
+        mine = list(range(self.rank, len(items), self.size))
+        results = evaluate([items[i] for i in mine]) if mine else []
+        gathered: list = [None] * len(items)
+        for indices, part in self.comm.allgather((mine, results)):
+            for index, result in zip(indices, part, strict=True):
+                gathered[index] = result
+        return gathered
 
     def on_root(self, action: Callable[[], None]) -> None:
         """Run `action` on rank 0; an InputError it raises is raised on every rank, same message."""

@@ -299,6 +299,9 @@ class RunSpec(_Strict):
 
     batch_replicas: bool = Field(False, description="integrate this rank's MD jobs side by side, all replicas "
                                  "evaluated in one batched model call per step (driver.replicas)")
+    share_structures: bool = Field(False, description="under MPI, every rank runs every NEB or phonon job "
+                                   "together, each evaluating its share of the images or displaced "
+                                   "supercells; rank 0 writes the files (World.map_shared)")
 
 
 class Recipe(_Strict):
@@ -322,6 +325,13 @@ class Recipe(_Strict):
         if self.run.batch_replicas and self.task.kind != "md":
             raise ValueError(f"run.batch_replicas: batches MD replicas; task.kind {self.task.kind} has none "
                              "(NEB images and phonon displacements are batched by the task's own `batched`)")
+        return self
+
+    @model_validator(mode="after")
+    def _shared_structures_are_neb_or_phonons(self) -> Recipe:
+        if self.run.share_structures and self.task.kind not in ("neb", "phonons"):
+            raise ValueError(f"run.share_structures: spreads NEB images or phonon displacements over ranks; "
+                             f"task.kind {self.task.kind} has neither (its jobs are spread over ranks whole)")
         return self
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +26,7 @@ from driver.recipe import Recipe
 from driver.replicas import run_together
 from driver.resume import JobOnDisk, job_on_disk, recipe_fingerprint
 from driver.structure import load_structure
-from driver.tasks import JobContext, task_module, task_runner
+from driver.tasks import JobContext, Share, evaluate_here, task_module, task_runner
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +83,10 @@ def starting_structure(recipe: Recipe, model: LoadedModel) -> tuple[Atoms, dict,
 
 def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: SofteningScale | None,
             reference_energy_eV: float, out_dir: Path, provenance: dict, entries: list[dict],
-            prepared: dict | None = None, resume: MDState | None = None) -> None:
+            prepared: dict | None = None, resume: MDState | None = None, share: Share = evaluate_here) -> None:
     """Run one job into OUT/<job>.h5 (from `resume`, continue the file it left); its summary
-    entry joins `entries` before it starts, so an interrupted job is still reported as such."""
+    entry joins `entries` before it starts, so an interrupted job is still reported as such.
+    `share`: who evaluates the job's structures (World.map_shared for run.share_structures)."""
     job_scale = scale if job.variant == "corrected" else None  # raw jobs apply none
     atoms = start.copy()
     if job_scale is not None:
@@ -112,7 +115,7 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
     status = "failed"
     try:
         context = JobContext(job, recipe, atoms, atoms.calc, writer, out_dir, reference_energy_eV, model,
-                             entry["softening_scale"], prepared or {}, resume)
+                             entry["softening_scale"], prepared or {}, resume, share)
         entry.update(task_runner(recipe.task.kind)(context))
         status = "completed" if entry.get("converged", True) else "not converged"
     except OutputError as exc:  # disk full, quota, file-size limit: every later job would fail alike
@@ -169,7 +172,10 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     world.on_root(lambda: prepare_output(out_dir, jobs, overwrite, resume))
     world.log_to_rank_file(out_dir)
     started = now_iso()
-    mine = world.share(jobs)
+    # run.share_structures: every rank runs every job, evaluating its share of each job's
+    # structures; rank 0 writes the files, the others write theirs to a scratch folder.
+    sharing = recipe.run.share_structures and world.parallel
+    mine = jobs if sharing else world.share(jobs)
     # --resume: read every job file first, so a damaged or foreign one stops the run before the model loads.
     with world.abort_on_error("resume failed", passthrough=(DriverError,)):
         on_disk_by_job = {job.name: job_on_disk(out_dir / f"{job.name}.h5", recipe) if resume else JobOnDisk("run")
@@ -181,6 +187,8 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
         if scale is not None:
             scale.check_model(model.weights_sha256)
         start, structure_info, prepared = starting_structure(recipe, model)
+    if sharing:  # rank 0's start exactly, so that the ranks of a shared job stay in step
+        start, structure_info, prepared = world.broadcast((start, structure_info, prepared))
     reference_energy = structure_info["reference_energy_eV"]
     provenance = {
         "recipe": recipe_text, "recipe_fingerprint": recipe_fingerprint(recipe), "recipe_name": recipe.name,
@@ -190,6 +198,8 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     }
     report = RunReport(out_dir, rank=world.rank)
     entries: list[dict] = []  # this rank's jobs
+    job_dir = out_dir if world.root or not sharing else Path(tempfile.mkdtemp(prefix=f"driver-rank{world.rank}-"))
+    share: Share = world.map_shared if sharing else evaluate_here
     try:
         with world.abort_on_error("job failed"):
             to_run = []
@@ -202,8 +212,8 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
                     to_run.append(job)
 
             def run_one(job: Job, job_model: LoadedModel = model) -> None:
-                run_job(job, recipe, start, job_model, scale, reference_energy, out_dir, provenance, entries,
-                        prepared, on_disk_by_job[job.name].state)
+                run_job(job, recipe, start, job_model, scale, reference_energy, job_dir, provenance, entries,
+                        prepared, on_disk_by_job[job.name].state, share)
 
             if recipe.run.batch_replicas and len(to_run) > 1:
                 run_together(to_run, model, recipe.task.ensemble.startswith("npt"), run_one)
@@ -213,11 +223,13 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
                     log.info("running %s (job %d of %d on this rank)", job.name, number, len(to_run))
                     run_one(job)
             interrupt.raise_if_requested()
-        report.jobs = in_job_order(jobs, world.allgather(entries))
+        report.jobs = in_job_order(jobs, world.allgather(entries if world.root or not sharing else []))
         finalize = getattr(task_module(recipe.task.kind), "finalize", None)
         if finalize is not None and world.root:
             finalize(out_dir, report.jobs)
     finally:
+        if job_dir != out_dir:
+            shutil.rmtree(job_dir, ignore_errors=True)
         if not report.jobs:  # interrupted: what this rank knows (all of it in a serial run)
             report.jobs = in_job_order(jobs, [entries], others_unknown=world.parallel)
         if world.root:

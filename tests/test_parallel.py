@@ -153,3 +153,56 @@ def test_unexpected_error_in_one_rank_ends_the_run(tmp_path):
     assert "simulated crash in raw-T800K" in result.stderr
     assert not (tmp_path / "out" / "summary.json").exists()  # no silent partial success
     assert time.monotonic() - started < 60
+
+
+LI2O = ROOT / "recipes" / "structures" / "Li2O_antifluorite.cif"
+SHARED_TASKS = {
+    # 1 displaced supercell + the perfect one: one structure per rank.
+    "phonons": {"kind": "phonons", "supercell": [2, 2, 2], "mesh": [4, 4, 4], "band_points": 5},
+    # 3 moving images per iteration: 2 on rank 0, 1 on rank 1; a few FIRE steps, not converged.
+    "neb": {"kind": "neb", "vacancy_hop": {"species": "Li", "from": 4, "to": "nearest"}, "n_images": 3,
+            "relax_endpoints": False, "fmax_eV_A": 0.001, "max_steps": 4},
+}
+
+
+@pytest.mark.parametrize("kind", ["phonons", "neb"])
+def test_shared_structures_over_two_ranks_match_serial(tmp_path, kind):
+    """run.share_structures: both ranks run each job, each evaluating part of its structures;
+    rank 0's files equal a serial run's."""
+    extra = {"structure": {"file": str(LI2O)}} if kind == "neb" else {}
+    recipe = write_recipe(tmp_path, **extra, correction={"scale": 0.627}, compare=True,
+                          task=SHARED_TASKS[kind], run={"share_structures": True})
+    serial_out, parallel_out = tmp_path / "serial", tmp_path / "parallel"
+    serial = _run([sys.executable, "-m", "driver", "run", str(recipe), "--out", str(serial_out)], tmp_path)
+    parallel = _run([MPIEXEC, "-n", "2", sys.executable, "-m", "driver", "run", str(recipe),
+                     "--out", str(parallel_out)], tmp_path)
+    expected_rc = 1 if kind == "neb" else 0  # the NEB stops at max_steps: "not converged", exit 1
+    assert serial.returncode == expected_rc, serial.stderr
+    assert parallel.returncode == expected_rc, parallel.stderr
+    assert parallel.stdout.count("Results in") == 1
+
+    names = sorted(p.name for p in serial_out.iterdir() if p.is_file())
+    assert sorted(p.name for p in parallel_out.iterdir() if p.is_file()) == names
+    group = f"results/{kind}"
+    for job in ("raw", "corrected"):
+        with h5py.File(serial_out / f"{job}.h5", "r") as s, h5py.File(parallel_out / f"{job}.h5", "r") as p:
+            assert p["parameters"].attrs["mpi_size"] == 2
+            compared = [key for key in s[group] if key not in ("image_positions_A",)]
+            assert compared
+            for key in compared:
+                np.testing.assert_allclose(p[group][key][()], s[group][key][()], rtol=0, atol=1e-8, err_msg=key)
+    serial_jobs = json.loads((serial_out / "summary.json").read_text())["jobs"]
+    parallel_jobs = json.loads((parallel_out / "summary.json").read_text())["jobs"]
+    assert [(j["job"], j["status"]) for j in parallel_jobs] == [(j["job"], j["status"]) for j in serial_jobs]
+    # Both ranks ran both jobs (without sharing, rank 1 would run only `corrected`).
+    rank1 = (parallel_out / "logs" / "rank-1.log").read_text()
+    assert "running raw" in rank1 and "running corrected" in rank1
+
+
+def test_shared_structures_is_for_neb_and_phonons(tmp_path, capsys):
+    from driver.cli import main
+
+    recipe = write_recipe(tmp_path, run={"share_structures": True})
+    assert main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert "run.share_structures" in err and len(err.strip().splitlines()) == 1, err

@@ -8,7 +8,7 @@ that go into summary.json. No task knows which model or correction it runs.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +20,14 @@ from driver.jobs import Job
 from driver.models import LoadedModel
 from driver.output import H5MDWriter
 from driver.recipe import Recipe
+
+Share = Callable[[Callable[[list], list], Sequence], list]
+
+
+def evaluate_here(evaluate: Callable[[list], list], items: Sequence) -> list:
+    """A job run by one rank evaluates all its structures itself."""
+    return evaluate(list(items))
+
 
 _TASK_MODULES = {"md": "driver.tasks.md", "phonons": "driver.tasks.phonons", "neb": "driver.tasks.neb"}
 
@@ -37,6 +45,7 @@ class JobContext:
     softening_scale: float | None  # None for raw jobs
     prepared: dict = field(default_factory=dict)  # what the task's prepare() built (e.g. NEB endpoints)
     resume: MDState | None = None  # `driver run --resume`: the checkpoint this job continues from
+    share: Share = evaluate_here  # run.share_structures: World.map_shared, the ranks evaluate together
 
 
 def task_module(kind: str):

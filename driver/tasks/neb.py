@@ -108,7 +108,8 @@ def evaluator_for(context) -> Evaluator:
     task: NEBTask = context.recipe.task
 
     def evaluate(images: Sequence[Atoms]) -> list[dict]:
-        results = evaluate_many(context.model, images, batched=task.batched, batch_size=task.batch_size)
+        results = context.share(
+            lambda part: evaluate_many(context.model, part, batched=task.batched, batch_size=task.batch_size), images)
         if context.softening_scale is None:
             return results
         return correct_batch_results(results, context.softening_scale, context.reference_energy_eV)

@@ -21,6 +21,7 @@ from ase.optimize import FIRE
 from driver.errors import SimulationError
 from driver.parallel import serial_comm
 from driver.recipe import PhononTask
+from driver.tasks import Share, evaluate_here
 
 log = logging.getLogger(__name__)
 
@@ -70,18 +71,20 @@ def make_phonopy(atoms: Atoms, task: PhononTask):
 
 
 def compute_force_sets(phonon, model, softening_scale: float | None, batched: bool | str,
-                       batch_size: int | None) -> tuple[np.ndarray, float]:
+                       batch_size: int | None, share: Share = evaluate_here) -> tuple[np.ndarray, float]:
     """Forces on every displaced supercell minus the perfect supercell's residual forces.
 
     Returns (force sets, raw energy of the perfect supercell). The correction is applied to the
-    batch results about that energy, the reference of this system.
+    batch results about that energy, the reference of this system. `share` decides who evaluates
+    the supercells (this rank, or all ranks of a shared job).
     """
     from driver.correction import correct_batch_results
     from driver.models.batch import evaluate_many
 
     perfect = to_ase(phonon.supercell)
     displaced = [to_ase(cell) for cell in phonon.supercells_with_displacements]
-    results = evaluate_many(model, [perfect, *displaced], batched=batched, batch_size=batch_size)
+    results = share(lambda part: evaluate_many(model, part, batched=batched, batch_size=batch_size),
+                    [perfect, *displaced])
     reference_energy = results[0]["energy"]
     if softening_scale is not None:
         results = correct_batch_results(results, softening_scale, reference_energy)
@@ -139,7 +142,7 @@ def run(context) -> dict:
     n_displacements = len(phonon.supercells_with_displacements)
     log.info("%s: %d displaced supercells of %d atoms", context.job.name, n_displacements, len(phonon.supercell))
     forces, supercell_energy = compute_force_sets(phonon, context.model, context.softening_scale, task.batched,
-                                                  task.batch_size)
+                                                  task.batch_size, context.share)
     phonon.forces = forces
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()
