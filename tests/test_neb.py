@@ -95,6 +95,11 @@ def test_outputs_record_convergence_history_and_mep(li2o_neb):
     assert raw["backward_barrier_eV"] == pytest.approx(raw["barrier_eV"], abs=5e-3)
     summary = json.loads((li2o_neb / "summary.json").read_text())
     assert {job["job"]: job["status"] for job in summary["jobs"]} == {"raw": "completed", "corrected": "completed"}
+    with h5py.File(li2o_neb / "raw.h5", "r") as handle:  # DESIGN.md: every dataset states its unit
+        units = {key: handle["results/neb"][key].attrs.get("unit") for key in handle["results/neb"]}
+    assert all(units.values()), f"datasets without a unit: {[k for k, u in units.items() if not u]}"
+    assert units["image_energies_eV"] == "eV" and units["reaction_coordinate_A"] == "Angstrom"
+    assert units["iteration_max_force_eV_A"] == "eV Angstrom-1"
     assert all(job["barrier_eV"] > 0 for job in summary["jobs"])
 
 

@@ -93,6 +93,11 @@ def test_exports_continue_in_phonopy_and_plots(si_phonon_run):
     thermal = raw["heat_capacity_J_K_mol"]
     assert thermal[0] == pytest.approx(0, abs=1e-6) and np.all(np.diff(thermal) >= -1e-9)
     assert json.loads(raw["attrs"]["band_labels"])[0] == "Γ"
+    with h5py.File(si_phonon_run / "raw.h5", "r") as handle:  # DESIGN.md: every dataset states its unit
+        units = {key: handle["results/phonons"][key].attrs.get("unit") for key in handle["results/phonons"]}
+    assert all(units.values()), f"datasets without a unit: {[k for k, u in units.items() if not u]}"
+    assert units["band_frequencies_THz"] == "THz" and units["force_constants_eV_A2"] == "eV Angstrom-2"
+    assert units["band_qpoints"] == "1" and units["heat_capacity_J_K_mol"] == "J K-1 mol-1"
 
 
 def test_imaginary_modes_are_named(tmp_path, capsys):
