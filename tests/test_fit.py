@@ -221,6 +221,20 @@ def test_bad_label_files_are_one_line_errors(tmp_path, capsys, content, expected
     assert str(labels) in err and expected in err
 
 
+def test_sign_flipped_labels_are_refused(tmp_path, capsys, dft_subset):
+    """Reference forces with the wrong sign fit s < 0, which no recipe can use: one line, no file."""
+    frames = read(dft_subset, ":")
+    for frame in frames:
+        frame.arrays["REF_forces"] = -frame.arrays["REF_forces"]
+    flipped = tmp_path / "flipped.extxyz"
+    write(flipped, frames)
+    out = tmp_path / "c.yaml"
+    code, _, err = _fit(capsys, "--model", "chgnet", "--labels", str(flipped), "--out", str(out))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]  # stderr also has CHGNet's banner
+    assert code == 2 and len(errors) == 1, err
+    assert str(flipped) in err and "must be > 0" in err and not out.exists()
+
+
 def test_missing_named_forces_key(tmp_path, capsys, dft_subset):
     code, _, err = _fit(capsys, "--model", "chgnet", "--labels", str(dft_subset), "--forces-key", "PBE_forces",
                         "--out", str(tmp_path / "c.yaml"))

@@ -95,6 +95,10 @@ def run_fit(spec: ModelSpec, label_files: Sequence[str], out: Path | None = None
         model_energies, [s.energy_eV for s in structures], [s.formula for s in structures],
         resamples=resamples, seed=seed,
     )
+    if not stats.softening_scale > 0:  # a recipe could not use it; usually a sign or unit error in the labels
+        raise InputError(f"{', '.join(map(str, label_files))}: the fitted softening scale is "
+                         f"{stats.softening_scale:.4g} (must be > 0): the model's forces point against the "
+                         "reference forces; check the labels' force key, sign and units (eV/Å)")
     record = correction_record(stats, spec, model, label_files, energy_key, forces_key)
     if out is not None:
         try:
