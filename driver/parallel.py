@@ -2,6 +2,8 @@
 
 Everything MPI-specific lives here. Without mpi4py, or outside mpirun (a singleton MPI
 process), the world has one rank and every collective is a no-op, so serial runs need nothing.
+Rank and size come from MPI itself; a launcher's environment (PMI_SIZE, OMPI_COMM_WORLD_SIZE) is
+read only to refuse a launch that MPI cannot see, where every rank would run every job.
 
 Several ranks on one node share its cores: torch would give each rank a thread per core, and
 ranks x cores threads on the cores slow every rank down. Unless the user chose (OMP_NUM_THREADS),
@@ -39,11 +41,15 @@ class World:
                 from mpi4py import MPI
             except ImportError:  # no MPI installed: a world of one
                 MPI = None
-                _refuse_launch_without_mpi4py()
             comm = MPI.COMM_WORLD if MPI is not None else None
         self.comm = comm
         self.size = comm.Get_size() if comm is not None else 1
         self.rank = comm.Get_rank() if comm is not None else 0
+        if own_world:
+            if self.size == 1:
+                _refuse_launch_mpi_cannot_see(have_mpi4py=comm is not None)
+            else:
+                _refuse_mixed_command_lines(self.comm.allgather(sys.argv[1:]))
         self.local_rank, self.local_size = self._node_ranks()
         if own_world and self.parallel:
             share_cores(self.local_rank, self.local_size)
@@ -188,14 +194,41 @@ def share_cores(local_rank: int, local_size: int) -> None:
                  "(set OMP_NUM_THREADS to choose)", local_size, cpu_count, threads)
 
 
-def _refuse_launch_without_mpi4py() -> None:
-    """Started by mpirun with several ranks but unable to talk MPI: every rank would run every
-    job into the same files. Launchers say so in their environment (only used for this check)."""
-    for variable in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE"):
-        value = os.environ.get(variable, "")
-        if value.isdigit() and int(value) > 1:
-            raise InputError(f"started by an MPI launcher with {os.environ[variable]} ranks ({variable}) but "
-                             "mpi4py is not installed; pip install 'umlip-driver[mpi]' or run without mpirun")
+LAUNCHER_SIZE_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE")  # Open MPI's mpirun; Hydra, srun --mpi=pmi2
+
+
+def _refuse_launch_mpi_cannot_see(have_mpi4py: bool, environ: Mapping[str, str] | None = None) -> None:
+    """A world of one, but a launcher says it started several ranks: every rank would run every
+    job into the same files. Either mpi4py is missing, or its MPI does not speak the launcher's
+    protocol (Open MPI's mpirun starting MPICH, as in the image: each rank a singleton).
+    A launch whose launcher sets none of these (srun --mpi=none, one driver per task) passes."""
+    environ = os.environ if environ is None else environ
+    for variable in LAUNCHER_SIZE_ENV:
+        value = environ.get(variable, "")
+        if not (value.isdigit() and int(value) > 1):
+            continue
+        if not have_mpi4py:
+            raise InputError(f"started by an MPI launcher with {value} ranks ({variable}) but mpi4py is not "
+                             "installed; pip install 'umlip-driver[mpi]' or run without mpirun")
+        from mpi4py import MPI
+
+        library = " ".join(MPI.Get_library_version().strip().splitlines()[0].split())
+        raise InputError(f"started by a launcher with {value} ranks ({variable}) but MPI ({library}) sees one: "
+                         "the launcher does not match the MPI mpi4py uses; start the ranks with that MPI's "
+                         "mpiexec (in the image: apptainer exec driver.sif mpiexec -n N driver run ...), "
+                         "or run independent tasks with srun --mpi=none")
+
+
+def _refuse_mixed_command_lines(command_lines: Sequence[Sequence[str]]) -> None:
+    """Every rank must run the same command: ranks started with different recipes (say, srun
+    with a PMI plugin starting one recipe per task) were joined by MPI into one world, and each
+    would run a share of its own recipe's jobs and mix their results."""
+    first = list(command_lines[0])
+    for rank, line in enumerate(command_lines):
+        if list(line) != first:
+            raise InputError(f"the {len(command_lines)} MPI ranks were started with different command lines "
+                             f"(rank 0: {' '.join(first)!r}, rank {rank}: {' '.join(line)!r}): one run is one "
+                             "recipe over all ranks; start independent runs separately (srun --mpi=none)")
 
 
 def serial_comm():

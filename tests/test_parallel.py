@@ -206,3 +206,55 @@ def test_shared_structures_is_for_neb_and_phonons(tmp_path, capsys):
     assert main(["validate", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert "run.share_structures" in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_rank_and_size_come_from_mpi_under_a_pmi_launcher(tmp_path):
+    """Hydra sets PMI_SIZE for each rank, as srun --mpi=pmi2 does: with mpi4py the launch is not
+    refused, and rank and size are MPI's own."""
+    script = tmp_path / "world.py"
+    script.write_text("import os\nfrom driver.parallel import World\nw = World()\n"
+                      "with open(f'rank-{w.rank}', 'w') as f:\n"
+                      "    print(w.rank, w.size, w.local_rank, os.environ['PMI_SIZE'], file=f)\n")
+    result = _run([MPIEXEC, "-n", "2", sys.executable, str(script)], tmp_path, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert [(tmp_path / f"rank-{r}").read_text() for r in (0, 1)] == ["0 2 0 2\n", "1 2 1 2\n"]
+
+
+def test_launch_that_mpi_cannot_see_is_refused(tmp_path):
+    """A launcher says 4 ranks, MPI sees one (no PMI server behind PMI_SIZE here, like Open MPI's
+    mpirun starting the image's MPICH): every rank would run every job, so World() refuses."""
+    result = subprocess.run([sys.executable, "-c", "from driver.parallel import World; World()"], cwd=tmp_path,
+                            env={**_env(), "PMI_SIZE": "4", "PMI_RANK": "2"}, capture_output=True, text=True,
+                            timeout=60)
+    assert result.returncode != 0
+    assert "started by a launcher with 4 ranks (PMI_SIZE) but MPI (MPICH" in result.stderr
+    assert "srun --mpi=none" in result.stderr
+
+
+def test_launcher_environment_checks():
+    from driver.errors import InputError
+    from driver.parallel import _refuse_launch_mpi_cannot_see, _refuse_mixed_command_lines
+
+    for environ in ({}, {"PMI_SIZE": "1"}, {"OMPI_COMM_WORLD_SIZE": "1"}, {"SLURM_NTASKS": "4"}):
+        _refuse_launch_mpi_cannot_see(have_mpi4py=True, environ=environ)  # srun --mpi=none: one run per task
+        _refuse_launch_mpi_cannot_see(have_mpi4py=False, environ=environ)
+    with pytest.raises(InputError, match="mpi4py is not installed"):
+        _refuse_launch_mpi_cannot_see(have_mpi4py=False, environ={"PMI_SIZE": "4"})
+    with pytest.raises(InputError, match=r"4 ranks \(OMPI_COMM_WORLD_SIZE\) but MPI .* sees one"):
+        _refuse_launch_mpi_cannot_see(have_mpi4py=True, environ={"OMPI_COMM_WORLD_SIZE": "4"})
+    _refuse_mixed_command_lines([["run", "a.yaml"], ["run", "a.yaml"]])
+    with pytest.raises(InputError, match="different command lines"):
+        _refuse_mixed_command_lines([["run", "a.yaml"], ["run", "b.yaml"]])
+
+
+def test_ranks_joined_from_different_recipes_are_refused(tmp_path):
+    """One recipe per task under a launcher that joins the tasks into one MPI world (srun with a
+    PMI plugin; here Hydra's MPMD syntax): every rank stops with the same one-line input error."""
+    a = write_recipe(tmp_path, "a.yaml")
+    b = write_recipe(tmp_path, "b.yaml")
+    driver = [sys.executable, "-m", "driver", "run"]
+    result = _run([MPIEXEC, "-n", "1", *driver, str(a), "--out", str(tmp_path / "a"), ":",
+                   "-n", "1", *driver, str(b), "--out", str(tmp_path / "b")], tmp_path, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("MPI ranks were started with different command lines") == 2
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
