@@ -3,13 +3,14 @@
 What is real here: the definition file is parsed into its header and sections, build arguments
 are substituted the way `apptainer build --build-arg` does, and the section bodies taken FROM THE
 FILE are executed with /bin/sh: %setup and %files into a temporary PREFIX, %post's full install
-(containers/install.sh: a fresh venv, torch, then a non-editable install of the copied tree with
-the pins, from the package registries), %environment + %runscript on the quick-start recipe,
-`driver` through %environment as `apptainer exec` would, and %test. The quick-start recipe given
-to %runscript is cut to 20 steps to keep the time down. What is not: the docker base image,
-GPU/--nv, the weights download (FETCH_MODELS=0 here; the fetch plan is run with --dry-run), and
-Apptainer's own parsing and containment. test_image_sections_* takes ~1 min here (2 cores, idle),
-several on a loaded machine.
+(containers/install.sh: a fresh venv, torch, then a non-editable install of the copied tree and
+its `mpi` extra with the pins, from the package registries), %environment + %runscript on the
+quick-start recipe, `driver` and `mpiexec` through %environment as `apptainer exec` would,
+containers/slurm/multi_gpu_mpi.sbatch's command line with srun and apptainer replaced by stand-ins
+(two ranks of the installed MPICH), and %test. The quick-start recipe is cut to 20 steps to keep
+the time down. What is not: the docker base image, GPU/--nv, the weights download (FETCH_MODELS=0
+here; the fetch plan is run with --dry-run), Slurm, and Apptainer's own parsing and containment.
+test_image_sections_* takes ~1.5 min here (2 cores, idle), several on a loaded machine.
 """
 
 from __future__ import annotations
@@ -89,6 +90,7 @@ def test_definition_parses_into_its_sections(definition):
     assert 'DRIVER_MODELS_DIR="/opt/models"' in env and "DRIVER_OFFLINE=1" in env
     assert sections["runscript"].strip() == 'exec driver run "$@"'
     assert "containers/install.sh" in sections["post"] and "fetch_models.py" in sections["post"]
+    assert '"$src[mpi]"' in sections["post"], "the image installs the `mpi` extra, as `make setup` does"
 
     version = re.search(r'^version = "([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M).group(1)
     labels = dict(line.strip().split(None, 1) for line in sections["labels"].splitlines() if line.strip())
@@ -164,6 +166,7 @@ def test_image_sections_run_outside_apptainer(definition, tmp_path):
     # %post: the real install (fresh venv, torch, non-editable install with the pins), weights skipped
     post = _sh(render(sections["post"], args), cwd=tmp_path, env=env, timeout=420)
     assert "DRIVER_MODELS_DIR" in post.stdout  # `driver models` ran from the new venv
+    assert "MPICH Version:" in post.stdout  # the venv's mpi4py loaded its MPICH
     venv_driver = prefix / "venv" / "bin" / "driver"
     assert venv_driver.is_file()
     assert not list((prefix / "venv").glob("lib/python*/site-packages/__editable__*")), "install must not be editable"
@@ -171,9 +174,10 @@ def test_image_sections_run_outside_apptainer(definition, tmp_path):
     environment = render(sections["environment"], args)
     runtime_env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "TMPDIR": str(tmp_path)}
     # `apptainer exec driver.sif driver ...`: %environment puts the image's driver first on PATH
-    where = _sh(environment + 'command -v driver; echo "models=$DRIVER_MODELS_DIR offline=$DRIVER_OFFLINE"',
+    where = _sh(environment + 'command -v driver; command -v mpiexec; echo "models=$DRIVER_MODELS_DIR offline=$DRIVER_OFFLINE"',
                 cwd=tmp_path, env=runtime_env, timeout=60)
-    assert where.stdout.splitlines() == [str(venv_driver), f"models={prefix / 'models'} offline=1"]
+    assert where.stdout.splitlines() == [str(venv_driver), str(venv_driver.parent / "mpiexec"),
+                                         f"models={prefix / 'models'} offline=1"]
 
     # `apptainer run driver.sif quickstart.yaml --out OUT`: %environment, then %runscript, on the
     # quick-start recipe cut to 20 steps (the full 200 take minutes on a loaded 2-core machine)
@@ -192,6 +196,8 @@ def test_image_sections_run_outside_apptainer(definition, tmp_path):
             assert f.attrs["status"] == "completed"
             assert f["particles/all/position/value"].shape[0] == 3  # 20 steps, every 10th + frame 0
 
+    _multi_gpu_sbatch_with_stand_ins(environment, tmp_path / "quickstart.yaml", tmp_path, runtime_env)
+
     # %test, with a models folder as `fetch` would leave it (real M3GNet weights from ../shared,
     # a small MACE built here under a MACE-MP-0 size name), so its `check` loads them by name
     # through DRIVER_MODELS_DIR: the network download itself is not exercised.
@@ -203,3 +209,40 @@ def test_image_sections_run_outside_apptainer(definition, tmp_path):
     assert "ok mace-mp-0 small" in test.stdout
     if (models / M3GNET_NAME).is_dir():
         assert f"ok m3gnet {M3GNET_NAME}" in test.stdout
+
+
+def _multi_gpu_sbatch_with_stand_ins(environment: str, recipe: Path, tmp_path: Path, runtime_env: dict) -> None:
+    """containers/slurm/multi_gpu_mpi.sbatch, run by bash as Slurm would run it, with two stand-ins:
+    `srun` runs its command, `apptainer exec` applies %environment and runs its command. So the
+    MPI part is real: the installed venv's Hydra mpiexec (`-launcher fork`, in an environment that
+    looks like a Slurm job) starts RANKS=2 ranks of the installed driver on the quick-start recipe."""
+    stand_ins = tmp_path / "stand-ins"
+    stand_ins.mkdir()
+    (tmp_path / "image-environment.sh").write_text(environment)
+    (stand_ins / "srun").write_text('#!/bin/sh\nwhile [ "${1#-}" != "$1" ]; do shift; done\nexec "$@"\n')
+    (stand_ins / "apptainer").write_text(
+        '#!/bin/sh\n[ "$1" = exec ] || exit 64\nshift\n'
+        'while [ "${1#-}" != "$1" ]; do case $1 in --bind|-B) shift 2;; *) shift;; esac; done\n'
+        f'shift\n. "{tmp_path}/image-environment.sh"\nexec "$@"\n')
+    for stand_in in stand_ins.iterdir():
+        stand_in.chmod(0o755)
+    out = tmp_path / "quickstart-mpi"
+    slurm = {"SLURM_JOB_ID": "4242", "SLURM_JOB_NAME": "umlip-mpi", "SLURM_JOB_NODELIST": "gpu-node-7",
+             "SLURM_NODELIST": "gpu-node-7", "SLURM_JOB_NUM_NODES": "1", "SLURM_NNODES": "1",
+             "SLURM_NTASKS": "1", "SLURM_TASKS_PER_NODE": "1", "SLURM_CPUS_PER_TASK": "2", "USER": "someone"}
+    env = {**runtime_env, **slurm, "PATH": f"{stand_ins}:{runtime_env['PATH']}", "RANKS": "2", "SIF": "driver.sif"}
+    sbatch = ROOT / "containers" / "slurm" / "multi_gpu_mpi.sbatch"
+    proc = subprocess.run(["bash", str(sbatch), str(recipe), str(out)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"rc={proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.stdout.count(f"Results in {out}/") == 1  # one report, from rank 0
+    assert sorted(p.name for p in (out / "logs").iterdir()) == ["rank-0.log", "rank-1.log"]
+    ran = {rank: (out / "logs" / f"rank-{rank}.log").read_text() for rank in (0, 1)}
+    assert "running raw-T1000K" in ran[0] and "running corrected-T1000K" in ran[1]  # round-robin
+    summary = json.loads((out / "summary.json").read_text())
+    assert [(job["job"], job["status"]) for job in summary["jobs"]] == [
+        ("raw-T1000K", "completed"), ("corrected-T1000K", "completed")]
+    for job in ("raw-T1000K", "corrected-T1000K"):
+        with h5py.File(out / f"{job}.h5", "r") as f:
+            assert f.attrs["status"] == "completed" and f["parameters"].attrs["mpi_size"] == 2
+            assert f["particles/all/position/value"].shape[0] == 3
