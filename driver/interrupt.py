@@ -5,7 +5,9 @@ to be: inside a library's `__del__` or a garbage-collection callback the excepti
 and swallowed, and the run carries on as if nothing happened. So while a job runs, the handler
 only records the request; the job checks it between MD steps (where a checkpoint can be written)
 and raises KeyboardInterrupt itself. Outside jobs (model loading, set-up) and on a second signal
-the handler raises at once.
+the handler raises at once. A repeat that arrives within REPEAT_WINDOW_S of the first is the same
+request, not a second one: Slurm signals every process of a step, and mpiexec and Apptainer
+forward the signal too, so one preemption can reach a rank twice within milliseconds.
 """
 
 from __future__ import annotations
@@ -13,18 +15,24 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
+REPEAT_WINDOW_S = 2.0
+
 _requested: int | None = None
+_requested_at = 0.0
 _deferring = 0  # blocks inside `deferred()`, over all threads
 _lock = threading.Lock()
 
 
 def _on_signal(signum: int, frame) -> None:
-    global _requested
+    global _requested, _requested_at
     if _deferring and _requested is None:
-        _requested = signum
+        _requested, _requested_at = signum, time.monotonic()
         return
+    if _deferring and time.monotonic() - _requested_at < REPEAT_WINDOW_S:
+        return  # the same stop request delivered twice (launcher and Slurm both forward it)
     raise KeyboardInterrupt
 
 
