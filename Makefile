@@ -32,10 +32,16 @@ test: setup
 bench: setup
 	$(BIN)/python bench/batch_eval.py
 	$(BIN)/python bench/task_batching.py
+	$(BIN)/python bench/replica_md.py
+	$(BIN)/python bench/md_overhead.py
+	$(BIN)/python bench/mpi_scaling.py
+	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/profile_md.py
+	$(BIN)/python bench/summary.py
 
 lint: setup
 	$(BIN)/python -m pip install --quiet ruff
-	$(BIN)/ruff check driver tests
+	$(BIN)/ruff check driver tests bench
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

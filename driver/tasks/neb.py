@@ -77,6 +77,11 @@ class BatchedNEB(NEB):
         self.image_max_forces = np.linalg.norm(per_image, axis=2).max(axis=1)
         return forces
 
+    def forget_results(self) -> None:
+        """Make the next `get_forces` run the model even if no image moved (benchmarks time one
+        NEB iteration's model call this way)."""
+        self._evaluated_at = None
+
     def converged_to(self, fmax: float) -> bool:
         """Whether the band at its current positions meets `fmax` (ASE's NEB residual, with the
         climbing image's full force). Asked of the band itself because ASE's ODE optimiser

@@ -1,0 +1,76 @@
+"""The last step of `make bench`: every ratio in bench/results.json beside its target, one table.
+
+    python bench/summary.py
+
+Reads what the other scripts wrote (each its own key, with the date it ran); prints nothing it
+did not measure, and says which keys are missing. Targets are those of the benchmark issue:
+MD overhead <= 1.05, HDF5 streaming at the default settings vs off <= 1.02, batching >= 1.5 on CPU (>= 3 on GPU), MPI 1 vs 2
+ranks >= 1.6.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results.json"
+
+
+def _rows(data: dict) -> list[tuple[str, str, float, str, bool | None]]:
+    """(benchmark, family or case, ratio, target text, met) for every ratio on record."""
+    rows = []
+
+    def add(bench: str, case: str, ratio: float | None, target: float, at_most: bool, gpu: bool = False) -> None:
+        if ratio is None:
+            return
+        limit = 3.0 if gpu and not at_most else target
+        met = ratio <= limit if at_most else ratio >= limit
+        rows.append((bench, case, ratio, f"{'<=' if at_most else '>='} {limit:g}", met))
+
+    def on_gpu(key: str) -> bool:
+        return bool((data.get(key, {}).get("machine") or {}).get("gpu"))
+
+    for family, row in (data.get("md_overhead", {}).get("results") or {}).items():
+        add("MD step: driver / bare ASE", family, row.get("driver_over_bare"), 1.05, True)
+        add("HDF5: default streaming / off", family, row.get("default_over_one_frame"), 1.02, True)
+        if row.get("every_over_one_frame") is not None:
+            rows.append(("HDF5: every step / off (info)", family, row["every_over_one_frame"], "-", None))
+    for family, row in (data.get("batched_evaluation", {}).get("results") or {}).items():
+        add("batched eval, 16 structures", family, row.get("speedup"), 1.5, False, on_gpu("batched_evaluation"))
+    for family, row in (data.get("task_batching", {}).get("results") or {}).items():
+        add("batched NEB iteration", family, row.get("neb_speedup"), 1.5, False, on_gpu("task_batching"))
+        add("batched phonon force set", family, row.get("phonon_speedup"), 1.5, False, on_gpu("task_batching"))
+    for row in data.get("replica_md", {}).get("results") or []:
+        add("batched MD replicas", row["family"], row.get("speedup"), 1.5, False, on_gpu("replica_md"))
+    mpi = data.get("mpi_scaling", {}).get("results") or {}
+    add("MPI: 1 vs 2 ranks, 4 jobs", "chgnet", mpi.get("speedup"), 1.6, False)
+    if mpi.get("speedup_over_serial_1_thread") is not None:
+        rows.append(("MPI: 2 ranks / 1 thread (info)", "chgnet", mpi["speedup_over_serial_1_thread"], "-", None))
+    return rows
+
+
+def main() -> int:
+    if not RESULTS.is_file():
+        print(f"{RESULTS} not found: run the benchmarks first (make bench)", file=sys.stderr)
+        return 1
+    data = json.loads(RESULTS.read_text())
+    rows = _rows(data)
+    header = f"{'benchmark':<32} {'case':<10} {'ratio':>7}  {'target':<7} met"
+    print("\nAll ratios (side by side in one run each; bench/results.json):")
+    print(header)
+    print("-" * len(header))
+    for bench, case, ratio, target, met in rows:
+        print(f"{bench:<32} {case:<10} {ratio:>6.2f}x  {target:<7} {'-' if met is None else 'yes' if met else 'NO'}")
+    expected = ("md_overhead", "batched_evaluation", "task_batching", "replica_md", "mpi_scaling", "md_scaling",
+                "md_profile")
+    missing = [key for key in expected if key not in data]
+    if missing:
+        print(f"not measured yet: {', '.join(missing)}")
+    dates = sorted({str(data[key].get("date", "?"))[:16] for key in expected if key in data})
+    print(f"measured {dates[0]} .. {dates[-1]} (UTC)" if dates else "")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
