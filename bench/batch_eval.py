@@ -24,7 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import machine_record, save_result, specs, warn_if_busy  # isort: skip
+from common import print_family_table, machine_record, save_result, specs, warn_if_busy  # isort: skip
 
 import numpy as np
 from ase.build import bulk
@@ -105,14 +105,9 @@ def main() -> int:
     header = f"{'family':<10} {'dtype':<8} {'batched s':>10} {'1-by-1 s':>10} {'speed-up':>9}  max|dF| eV/Å"
     print(f"{N_STRUCTURES} x Si{len(structures[0])} (rattled), energy+forces+stress, "
           f"median of {REPEATS} after {WARMUP} warm-ups, batch = all {N_STRUCTURES} in one call")
-    print(header)
-    print("-" * len(header))
-    for family, row in rows.items():
-        if "skipped" in row:
-            print(f"{family:<10} skipped ({row['skipped']})")
-            continue
-        print(f"{family:<10} {row['dtype']:<8} {row['batched_s']:>10.3f} {row['one_by_one_s']:>10.3f} "
-              f"{row['speedup']:>8.2f}x  {row['max_abs_force_diff_eV_per_A']:.1e}")
+    print_family_table(header, rows, lambda family, row: (
+        f"{family:<10} {row['dtype']:<8} {row['batched_s']:>10.3f} {row['one_by_one_s']:>10.3f} "
+        f"{row['speedup']:>8.2f}x  {row['max_abs_force_diff_eV_per_A']:.1e}"))
 
     record = {
         "description": "evaluate_batch (all structures per model call) vs model.calculator one by one",

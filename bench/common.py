@@ -56,6 +56,14 @@ def interleaved_medians(first: Callable[[], object], second: Callable[[], object
     return statistics.median(times[0]), statistics.median(times[1])
 
 
+def print_family_table(header: str, rows: dict[str, dict], line: Callable[[str, dict], str]) -> None:
+    """One line per model family under `header`; skipped families say why."""
+    print(header)
+    print("-" * len(header))
+    for family, row in rows.items():
+        print(f"{family:<10} skipped ({row['skipped']})" if "skipped" in row else line(family, row))
+
+
 def warn_if_busy() -> float:
     load = os.getloadavg()[0]
     if load > 0.5 * (os.cpu_count() or 1):

@@ -42,7 +42,7 @@ import time
 import warnings
 from pathlib import Path
 
-from common import ROOT, machine_record, save_result, specs, warn_if_busy  # isort: skip
+from common import print_family_table, ROOT, machine_record, save_result, specs, warn_if_busy  # isort: skip
 from checkout import checkout_record  # isort: skip
 from idle import guarded  # isort: skip
 
@@ -207,15 +207,10 @@ def main(argv: list[str] | None = None) -> int:
           f"median of {args.repeats} interleaved runs; driver time = the job's wall_time_s")
     header = (f"{'family':<10} {'steps':>5} {'bare s':>7} {'driver s':>8} {'ratio':>6}   "
               f"{'every-step s':>12} {'one-frame s':>11} {'ratio':>6}  {'+ms/step':>8}")
-    print(header)
-    print("-" * len(header))
-    for family, row in rows.items():
-        if "skipped" in row:
-            print(f"{family:<10} skipped ({row['skipped']})")
-            continue
-        print(f"{family:<10} {row['steps']:>5} {row['bare_s']:>7.3f} {row['driver_s']:>8.3f} "
-              f"{row['driver_over_bare']:>5.3f}x   {row['every_s']:>12.3f} {row['one_frame_s']:>11.3f} "
-              f"{row['every_over_one_frame']:>5.3f}x  {row['every_ms_per_step_over_one_frame']:>8.2f}")
+    print_family_table(header, rows, lambda family, row: (
+        f"{family:<10} {row['steps']:>5} {row['bare_s']:>7.3f} {row['driver_s']:>8.3f} "
+        f"{row['driver_over_bare']:>5.3f}x   {row['every_s']:>12.3f} {row['one_frame_s']:>11.3f} "
+        f"{row['every_over_one_frame']:>5.3f}x  {row['every_ms_per_step_over_one_frame']:>8.2f}"))
     save_result("md_overhead", {
         "description": "driver MD job wall_time_s vs a bare ASE VelocityVerlet loop; write_every 1 vs one frame",
         "machine": machine_record(device, load_before),

@@ -17,7 +17,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import ROOT, interleaved_medians, machine_record, save_result, specs, warn_if_busy  # isort: skip
+from common import print_family_table, ROOT, interleaved_medians, machine_record, save_result, specs, warn_if_busy  # isort: skip
 
 from ase.io import read
 
@@ -85,15 +85,10 @@ def main() -> int:
     print(f"NEB: 5 moving images x {len(bands[True].images[1])} atoms per force call; phonons: "
           f"{len(displaced)} supercells x {len(displaced[0])} atoms; median of {REPEATS}")
     header = f"{'family':<10} {'NEB batched s':>13} {'1-by-1 s':>9} {'ratio':>6}   {'phonon batched s':>16} {'1-by-1 s':>9} {'ratio':>6}"
-    print(header)
-    print("-" * len(header))
-    for family, row in rows.items():
-        if "skipped" in row:
-            print(f"{family:<10} skipped ({row['skipped']})")
-            continue
-        print(f"{family:<10} {row['neb_iteration_batched_s']:>13.3f} {row['neb_iteration_one_by_one_s']:>9.3f} "
-              f"{row['neb_speedup']:>5.2f}x   {row['phonon_forces_batched_s']:>16.3f} "
-              f"{row['phonon_forces_one_by_one_s']:>9.3f} {row['phonon_speedup']:>5.2f}x")
+    print_family_table(header, rows, lambda family, row: (
+        f"{family:<10} {row['neb_iteration_batched_s']:>13.3f} {row['neb_iteration_one_by_one_s']:>9.3f} "
+        f"{row['neb_speedup']:>5.2f}x   {row['phonon_forces_batched_s']:>16.3f} "
+        f"{row['phonon_forces_one_by_one_s']:>9.3f} {row['phonon_speedup']:>5.2f}x"))
     save_result("task_batching", {
         "description": "one NEB force call (5 images) and one phonon force set, batched vs one by one",
         "machine": machine_record(device, load_before),
