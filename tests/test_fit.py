@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import ase
 import h5py
 import numpy as np
 import pytest
@@ -15,6 +18,9 @@ from driver.models.spec import family_of_checkpoint
 from tests.conftest import SHARED, write_recipe
 
 SI_DATA = SHARED / "data" / "si_rare_events_pbe.extxyz"
+# Real VASP output that ASE ships for its own reader tests: an OUTCAR (Ni18, forces up to 2.2 eV/Å)
+# and a vasprun.xml (C2 on symmetry sites: every force exactly zero).
+ASE_VASP_DATA = Path(ase.__file__).parent / "test" / "testdata" / "vasp"
 
 
 @pytest.fixture(scope="module")
@@ -233,6 +239,28 @@ def test_sign_flipped_labels_are_refused(tmp_path, capsys, dft_subset):
     errors = [line for line in err.splitlines() if line.startswith("error:")]  # stderr also has CHGNet's banner
     assert code == 2 and len(errors) == 1, err
     assert str(flipped) in err and "must be > 0" in err and not out.exists()
+
+
+def test_real_vasp_outcar_and_vasprun(tmp_path, capsys):
+    """OUTCAR and vasprun.xml read through ASE; a force-free structure is named in a warning and
+    leaves the fit (and its bootstrap interval) well defined."""
+    outcar, vasprun = ASE_VASP_DATA / "OUTCAR_example_1", ASE_VASP_DATA / "vasprun_pstress.xml"
+    assert outcar.is_file() and vasprun.is_file(), "ASE's VASP test data moved"
+    out = tmp_path / "c.yaml"
+    code, printed, err = _fit(capsys, "--model", "chgnet", "--labels", str(outcar), str(vasprun), "--out", str(out))
+    assert code == 0, err
+    record = yaml.safe_load(out.read_text())
+    reference = read(outcar).get_forces()
+    assert record["n_structures"] == 2 and record["n_force_components"] == 3 * (18 + 2)
+    assert 0 < record["softening_scale"] and np.isfinite(record["interval_95"]).all()
+    assert record["per_element"]["C"]["softening_scale"] is None  # carbon felt no force
+    assert record["mean_abs_reference_force_eV_A"] == pytest.approx(np.abs(reference).sum() / 60)
+    assert "1 of 2 structure(s) have no reference force" in printed and "C n/a (no force)" in printed
+
+    code, _, err = _fit(capsys, "--model", "chgnet", "--labels", str(vasprun), "--out", str(tmp_path / "z.yaml"))
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and "every reference force is zero" in errors[0]
+    assert not (tmp_path / "z.yaml").exists()
 
 
 def test_missing_named_forces_key(tmp_path, capsys, dft_subset):

@@ -51,7 +51,9 @@ def format_fit_report(stats: FitStatistics, out: Path | None) -> str:
         lines.append(f"  relative-energy MAE {1000 * stats.energy_mae_before_eV_atom:.1f} -> "
                      f"{1000 * stats.energy_mae_after_eV_atom:.1f} meV/atom over {stats.n_structures_energy} structures")
     if len(stats.per_element) > 1:
-        lines.append("  per element: " + ", ".join(f"{el} {v['softening_scale']:.3f}" for el, v in stats.per_element.items()))
+        lines.append("  per element: " + ", ".join(
+            f"{el} {v['softening_scale']:.3f}" if v["softening_scale"] is not None else f"{el} n/a (no force)"
+            for el, v in stats.per_element.items()))
     lines += [f"WARNING: {text}" for text in stats.warnings]
     if out is not None:
         lines.append(f"written {out}; use it in a recipe as  correction: {{file: {out}}}")
@@ -90,11 +92,14 @@ def run_fit(spec: ModelSpec, label_files: Sequence[str], out: Path | None = None
     structures = read_labels(label_files, energy_key=energy_key, forces_key=forces_key)
     model = load_model(spec)
     model_forces, model_energies = evaluate(model, structures)
-    stats = fit_statistics(
-        model_forces, [s.forces_eV_A for s in structures], [s.atoms.get_chemical_symbols() for s in structures],
-        model_energies, [s.energy_eV for s in structures], [s.formula for s in structures],
-        resamples=resamples, seed=seed,
-    )
+    try:
+        stats = fit_statistics(
+            model_forces, [s.forces_eV_A for s in structures], [s.atoms.get_chemical_symbols() for s in structures],
+            model_energies, [s.energy_eV for s in structures], [s.formula for s in structures],
+            resamples=resamples, seed=seed,
+        )
+    except ValueError as exc:  # every reference force zero
+        raise InputError(f"{', '.join(map(str, label_files))}: {exc}") from None
     if not stats.softening_scale > 0:  # a recipe could not use it; usually a sign or unit error in the labels
         raise InputError(f"{', '.join(map(str, label_files))}: the fitted softening scale is "
                          f"{stats.softening_scale:.4g} (must be > 0): the model's forces point against the "

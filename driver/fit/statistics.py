@@ -20,8 +20,10 @@ MAX_RELATIVE_INTERVAL = 0.10
 MIN_MEAN_REFERENCE_FORCE_EV_A = 0.3
 
 
-def slope_through_origin(model: np.ndarray, reference: np.ndarray) -> float:
-    return float(np.dot(model, reference) / np.dot(reference, reference))
+def slope_through_origin(model: np.ndarray, reference: np.ndarray) -> float | None:
+    """None where every reference component is zero: no slope can be fitted through them."""
+    denominator = float(np.dot(reference, reference))
+    return float(np.dot(model, reference) / denominator) if denominator > 0 else None
 
 
 @dataclass
@@ -40,7 +42,7 @@ class FitStatistics:
     energy_mae_before_eV_atom: float | None
     energy_mae_after_eV_atom: float | None
     n_structures_energy: int
-    per_element: dict[str, dict[str, float | int]]
+    per_element: dict[str, dict[str, float | int | None]]  # slope None: that element felt no force
     warnings: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict:
@@ -54,7 +56,9 @@ def _bootstrap(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int, rng:
     dot_mr = np.array([np.dot(m, r) for m, r in groups])
     dot_rr = np.array([np.dot(r, r) for _, r in groups])
     picks = rng.integers(0, len(groups), size=(resamples, len(groups)))
-    slopes = dot_mr[picks].sum(axis=1) / dot_rr[picks].sum(axis=1)
+    denominators = dot_rr[picks].sum(axis=1)
+    usable = denominators > 0  # a resample of only force-free groups (atoms on symmetry sites) has no slope
+    slopes = dot_mr[picks][usable].sum(axis=1) / denominators[usable]
     low, high = np.percentile(slopes, [2.5, 97.5])
     return float(low), float(high)
 
@@ -91,10 +95,13 @@ def fit_statistics(
     resamples: int = 1000,
     seed: int = 0,
 ) -> FitStatistics:
-    """Everything `driver fit` reports, from per-structure (n_atoms, 3) force arrays."""
+    """Everything `driver fit` reports, from per-structure (n_atoms, 3) force arrays.
+    Raises ValueError when every reference force is zero (nothing to fit)."""
     model_all = np.concatenate([np.ravel(f) for f in model_forces])
     reference_all = np.concatenate([np.ravel(f) for f in reference_forces])
     scale = slope_through_origin(model_all, reference_all)
+    if scale is None:
+        raise ValueError("every reference force is zero (structures at equilibrium): there is no slope to fit")
     residual = model_all - scale * reference_all
     r_squared = float(1 - np.dot(residual, residual) / np.sum((model_all - model_all.mean()) ** 2))
     rng = np.random.default_rng(seed)
@@ -107,7 +114,7 @@ def fit_statistics(
         method = f"bootstrap over atoms of the single structure ({resamples} resamples)"
     interval = _bootstrap(groups, resamples, rng)
 
-    per_element: dict[str, dict[str, float | int]] = {}
+    per_element: dict[str, dict[str, float | int | None]] = {}
     flat_symbols = np.repeat(np.concatenate([np.asarray(s) for s in symbols]), 3)
     for element in sorted(set(flat_symbols)):
         mask = flat_symbols == element
@@ -131,6 +138,10 @@ def fit_statistics(
         per_element=per_element,
     )
     stats.warnings = trust_warnings(stats)
+    force_free = sum(1 for r in reference_forces if not np.any(np.asarray(r)))
+    if force_free:
+        stats.warnings.append(f"{force_free} of {n} structure(s) have no reference force at all (a symmetric "
+                              "structure at equilibrium?): they say nothing about s; label displaced structures")
     return stats
 
 
