@@ -148,3 +148,15 @@ def test_unreadable_final_endpoint_is_one_line(tmp_path, capsys):
     # stderr also carries the model's load banner; the error itself is one line.
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and f"{final}: task.final: cannot read structure (" in errors[0]
+
+
+def test_compare_on_the_real_neb_run(li2o_neb, capsys):
+    """driver compare on the raw/corrected NEB run: the MEP plot, the report, and the barrier/s
+    relation measured against its prediction."""
+    assert main(["compare", str(li2o_neb)]) == 0
+    printed = capsys.readouterr().out
+    raw = _neb(li2o_neb / "raw.h5")
+    line = next(line for line in printed.splitlines() if "NEB barrier" in line)
+    assert f"predicted raw/s = {raw['barrier_eV'] / SCALE:.4f} eV" in line
+    assert (li2o_neb / "compare_neb.png").stat().st_size > 1000
+    assert "compare_neb.png" in (li2o_neb / "report.md").read_text()
