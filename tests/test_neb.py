@@ -14,8 +14,8 @@ from ase.optimize import FIRE
 
 from driver.cli import main
 from driver.errors import InputError
-from driver.recipe import VacancyHop
-from driver.tasks.neb_endpoints import vacancy_hop_endpoints
+from driver.recipe import InterstitialHop, VacancyHop
+from driver.tasks.neb_endpoints import interstitial_hop_endpoints, vacancy_hop_endpoints
 from tests.conftest import ROOT, write_recipe
 
 LI2O = ROOT / "recipes" / "structures" / "Li2O_antifluorite.cif"
@@ -50,6 +50,18 @@ def test_vacancy_hop_endpoints():
         vacancy_hop_endpoints(host, VacancyHop(species="Li", **{"from": 0}))
     with pytest.raises(InputError, match="site 99 does not exist"):
         vacancy_hop_endpoints(host, VacancyHop(species="Li", **{"from": 99}))
+
+
+def test_interstitial_hop_endpoints_take_the_short_way_round():
+    """An extra Li between two octahedral sites; the hop crosses the cell boundary, and the final
+    endpoint is placed by the minimum image so the band does not cross the whole cell."""
+    host = read(LI2O)  # conventional cubic cell, a = 4.61 Å
+    hop = InterstitialHop(species="Li", **{"from": [0.5, 0.5, 0.95], "to": [0.5, 0.5, 0.05]})
+    initial, final, info = interstitial_hop_endpoints(host, hop)
+    assert len(initial) == len(final) == len(host) + 1 and initial.get_chemical_symbols()[-1] == "Li"
+    assert info["hop_length_A"] == pytest.approx(0.1 * 4.61, abs=1e-3)
+    np.testing.assert_allclose(initial.positions[:-1], final.positions[:-1])
+    assert np.linalg.norm(final.positions[-1] - initial.positions[-1]) == pytest.approx(info["hop_length_A"])
 
 
 def test_barrier_equals_ase_driven_by_hand(li2o_neb, chgnet_model):
