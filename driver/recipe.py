@@ -436,11 +436,19 @@ def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
         errors = _merge_union_errors(exc.errors(), data)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise InputError(f"{source}: {_describe(errors[0])}{more}") from None
-    supported = FAMILY_DTYPES[recipe.model.name]
-    if recipe.model.dtype not in supported:
-        raise InputError(f"{source}: model.dtype: {recipe.model.name} runs in {' or '.join(supported)} only, "
-                         f"got {recipe.model.dtype!r}")
+    problem = unsupported_dtype(recipe.model)
+    if problem is not None:
+        raise InputError(f"{source}: {problem}")
     return recipe
+
+
+def unsupported_dtype(spec: ModelSpec) -> str | None:
+    """Why the family cannot run in the requested precision (None when it can); read by recipe
+    parsing and again by the loaders, which also get specs from the command line."""
+    supported = FAMILY_DTYPES[spec.name]
+    if spec.dtype in supported:
+        return None
+    return f"model.dtype: {spec.name} runs in {' or '.join(supported)} only, got {spec.dtype!r}"
 
 
 class _RecipeLoader(yaml.SafeLoader):

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from driver.errors import InputError
 from driver.provenance import sha256_of_path
-from driver.recipe import ModelSpec
+from driver.recipe import ModelSpec, unsupported_dtype
 
 DEFAULT_VERSION = "0.3.0"
 
@@ -23,8 +23,9 @@ def bundled_weights(version: str) -> Path | None:
 def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
     from driver.models import LoadedModel
 
-    if spec.dtype != "float32":
-        raise InputError("model.dtype: chgnet runs in float32 only, got 'float64'")
+    problem = unsupported_dtype(spec)
+    if problem is not None:
+        raise InputError(problem)
     from chgnet.model import CHGNet
     from chgnet.model.dynamics import CHGNetCalculator
 
