@@ -2,8 +2,8 @@
 
     python bench/batch_eval.py            (from the repository root)
 
-One-by-one is `model.calculator` per structure (`evaluate_one_by_one`); batched is
-`driver.models.batch.evaluate_batch` with all N structures in one call. Both ask for energy,
+One-by-one is `model.evaluate(..., batched=False)` (the family's own calculator per structure);
+batched is `model.evaluate(..., batched=True)` with all N structures in one call. Both ask for energy,
 forces and stress (the calculators compute stress on every call anyway). Each side gets warm-up
 calls (WARMUP full batches, WARMUP single calculator calls), then REPEATS timed runs,
 interleaved, and reports the median; the speed-up is
@@ -30,7 +30,7 @@ import numpy as np
 from ase.build import bulk
 
 from driver.models import load_model
-from driver.models.batch import evaluate_batch, evaluate_one_by_one
+from driver.potential import PROPERTIES
 from driver.recipe import ModelSpec
 
 N_STRUCTURES = 16
@@ -56,15 +56,15 @@ def timed(fn) -> tuple[float, list[dict]]:
 
 def bench_family(model, structures) -> dict:
     def batched():
-        return evaluate_batch(model, structures, stress=True)
+        return model.evaluate(structures, PROPERTIES, batched=True)
 
     def one_by_one():
-        return evaluate_one_by_one(model.calculator, structures, stress=True)
+        return model.evaluate(structures, PROPERTIES, batched=False)
 
     # Warm-up: WARMUP batched calls on the full set, WARMUP single calculator calls.
     for _ in range(WARMUP):
         batched()
-    evaluate_one_by_one(model.calculator, structures[:WARMUP], stress=True)
+    model.evaluate(structures[:WARMUP], PROPERTIES, batched=False)
     t_batch, t_loop = [], []
     for _ in range(REPEATS):  # interleaved, so drifts in machine load hit both sides alike
         t, a = timed(batched)
@@ -110,7 +110,7 @@ def main() -> int:
         f"{row['speedup']:>8.2f}x  {row['max_abs_force_diff_eV_per_A']:.1e}"))
 
     record = {
-        "description": "evaluate_batch (all structures per model call) vs model.calculator one by one",
+        "description": "ModelPotential.evaluate batched (all structures per model call) vs one by one",
         "machine": machine_record(device, load_before),
         "settings": {
             "structures": N_STRUCTURES,

@@ -3,7 +3,7 @@
     python bench/task_batching.py            (from the repository root)
 
 - NEB: one force evaluation of a 5-image band (Li2O 2x2x2 with a Li vacancy, 95 atoms per image),
-  through BatchedNEB with `evaluate_batch` vs `evaluate_one_by_one`: the cost of one NEB iteration.
+  through BatchedNEB with `model.evaluate` batched vs one by one: the cost of one NEB iteration.
 - Phonons: the force set of phonopy's displaced supercells plus the perfect one (Li2O 2x2x2, 96
   atoms), through `compute_force_sets`' evaluation with batching forced on vs off.
 Median of REPEATS interleaved runs after a warm-up; ratios = one-by-one / batched from this run.
@@ -22,11 +22,10 @@ from common import print_family_table, ROOT, interleaved_medians, machine_record
 from ase.io import read
 
 from driver.models import load_model
-from driver.models.batch import evaluate_batch, evaluate_one_by_one
-from driver.recipe import ModelSpec, NEBTask, PhononTask, VacancyHop
-from driver.tasks.neb import build_band
-from driver.tasks.neb_endpoints import vacancy_hop_endpoints
-from driver.tasks.phonons import make_phonopy, to_ase
+from driver.recipe import ModelSpec
+from driver.tasks.neb import NEBTask, build_band
+from driver.tasks.neb_endpoints import VacancyHop, vacancy_hop_endpoints
+from driver.tasks.phonons import PhononTask, make_phonopy, to_ase
 
 REPEATS = 3
 LI2O = ROOT / "recipes" / "structures" / "Li2O_antifluorite.cif"
@@ -37,8 +36,8 @@ def neb_band(model, batched: bool):
     initial, final, _ = vacancy_hop_endpoints(host, VacancyHop(species="Li", **{"from": 4}))
     task = NEBTask(kind="neb", vacancy_hop={"species": "Li", "from": 4}, n_images=5, interpolation="linear")
     if batched:
-        return build_band(initial, final, task, lambda images: evaluate_batch(model, images))
-    return build_band(initial, final, task, lambda images: evaluate_one_by_one(model.calculator, images))
+        return build_band(initial, final, task, lambda images: model.evaluate(images, batched=True))
+    return build_band(initial, final, task, lambda images: model.evaluate(images, batched=False))
 
 
 def iteration(band) -> None:
@@ -69,11 +68,11 @@ def main() -> int:
             bands = {batched: neb_band(model, batched) for batched in (True, False)}
             for band in bands.values():  # warm-up
                 iteration(band)
-            evaluate_batch(model, displaced)
+            model.evaluate(displaced, batched=True)
             neb_batched, neb_single = interleaved_medians(lambda b=bands[True]: iteration(b),
                                                           lambda b=bands[False]: iteration(b), REPEATS)
-            ph_batched, ph_single = interleaved_medians(lambda m=model: evaluate_batch(m, displaced),
-                                                        lambda m=model: evaluate_one_by_one(m.calculator, displaced),
+            ph_batched, ph_single = interleaved_medians(lambda m=model: m.evaluate(displaced, batched=True),
+                                                        lambda m=model: m.evaluate(displaced, batched=False),
                                                         REPEATS)
             rows[family] = {
                 "model": label, "dtype": model.dtype, "device": model.device,

@@ -2,8 +2,10 @@
 
 The state is what the next step needs and nothing else can give back: positions, momenta, cell,
 the step count, the integrator's thermostat/barostat variables and its random-number generator.
-Every float array and float held by the integrator (and by ASE objects it owns, such as a
-Nose-Hoover chain or an MTK barostat) is stored, so a new ensemble needs no code here.
+The integrator's variables are named per ASE integrator class in INTEGRATOR_STATE (everything
+else it holds is rebuilt from the recipe when the job resumes); a name ASE no longer has is an
+error at the first checkpoint, never a variable skipped in silence, and tests/test_checkpoint.py
+fails when an integrator gains a variable that changes as it runs and is not listed.
 
 Two slots are written in turn, each sealed by a sha256 written last: a kill while one slot is
 being written leaves the other, older one valid. Reading takes the newest valid slot.
@@ -44,22 +46,42 @@ class MDState:
     rng: dict | None = None  # numpy bit-generator state
 
 
-def _is_ase_md_object(value: object) -> bool:
-    return type(value).__module__.startswith("ase.md.")
+# ASE integrator class -> the attributes (dotted through the objects it owns) that change as it
+# runs. Constants derived from the recipe (time step, masses, damping, target kT) are not state.
+INTEGRATOR_STATE: dict[str, tuple[str, ...]] = {
+    "VelocityVerlet": (),
+    "Langevin": (),  # v, rnd_pos, rnd_vel are drawn afresh in every step; the RNG is the state
+    "NoseHooverChainNVT": ("_q", "_p", "_thermostat._eta", "_thermostat._p_eta"),
+    "Bussi": ("transferred_energy",),
+    "NPTBerendsen": (),
+    "IsotropicMTKNPT": ("_q", "_p", "_eps", "_p_eps", "_cell0", "_volume0", "_thermostat._eta",
+                        "_thermostat._p_eta", "_barostat._xi", "_barostat._p_xi"),
+}
 
 
-def _numeric_attributes(obj: object, prefix: str = "", depth: int = 0) -> dict[str, np.ndarray]:
-    """Float arrays and floats of an ASE integrator and of the ASE md objects it holds."""
-    found: dict[str, np.ndarray] = {}
-    for name, value in vars(obj).items():
-        key = f"{prefix}{name}"
-        if isinstance(value, float):
-            found[key] = np.asarray(value)
-        elif isinstance(value, np.ndarray) and value.dtype.kind == "f":
-            found[key] = value.copy()
-        elif depth < 2 and _is_ase_md_object(value):
-            found.update(_numeric_attributes(value, f"{key}.", depth + 1))
-    return found
+def state_fields(integrator: MolecularDynamics) -> tuple[str, ...]:
+    name = type(integrator).__name__
+    if name not in INTEGRATOR_STATE:
+        raise CheckpointError(f"no checkpoint layout for ASE integrator {name}; add it to INTEGRATOR_STATE")
+    return INTEGRATOR_STATE[name]
+
+
+def _owner_and_name(integrator: MolecularDynamics, key: str) -> tuple[object, str]:
+    *path, name = key.split(".")
+    owner = integrator
+    for part in path:
+        owner = getattr(owner, part)
+    return owner, name
+
+
+def _read_field(integrator: MolecularDynamics, key: str) -> np.ndarray:
+    owner, name = _owner_and_name(integrator, key)
+    try:
+        value = getattr(owner, name)
+    except AttributeError:
+        raise CheckpointError(f"{type(integrator).__name__} has no attribute {key!r} (renamed in this ASE "
+                              "version?); update driver.checkpoint.INTEGRATOR_STATE") from None
+    return np.array(value, dtype=np.float64)
 
 
 def capture(atoms: Atoms, integrator: MolecularDynamics, frames: int) -> MDState:
@@ -67,7 +89,7 @@ def capture(atoms: Atoms, integrator: MolecularDynamics, frames: int) -> MDState
     return MDState(
         step=int(integrator.nsteps), frames=frames,
         positions=atoms.get_positions(), momenta=atoms.get_momenta(), cell=atoms.cell[:].copy(),
-        integrator=_numeric_attributes(integrator),
+        integrator={key: _read_field(integrator, key) for key in state_fields(integrator)},
         rng=rng.bit_generator.state if isinstance(rng, np.random.Generator) else None,
     )
 
@@ -82,12 +104,14 @@ def restore_atoms(state: MDState, atoms: Atoms) -> None:
 
 def restore_integrator(state: MDState, integrator: MolecularDynamics) -> None:
     """Put a fresh integrator (built as for a new run, on restored atoms) back into `state`."""
+    expected = set(state_fields(integrator))
+    if set(state.integrator) != expected:
+        raise CheckpointError(f"checkpoint holds integrator fields {sorted(state.integrator)}, "
+                              f"{type(integrator).__name__} needs {sorted(expected)}")
     for key, value in state.integrator.items():
-        *path, name = key.split(".")
-        owner = integrator
-        for part in path:
-            owner = getattr(owner, part)
-        current = getattr(owner, name, None)
+        _read_field(integrator, key)  # present in this ASE, or a CheckpointError naming it
+        owner, name = _owner_and_name(integrator, key)
+        current = getattr(owner, name)
         if isinstance(current, np.ndarray):
             if current.shape != value.shape:
                 raise CheckpointError(f"checkpoint integrator.{key} has shape {value.shape}, "

@@ -44,8 +44,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     recipe, text = load_recipe(args.recipe)
     # Slurm preempts with SIGTERM: like Ctrl-C, it checkpoints, closes and marks the files.
-    interrupt.install()
-    report = run_recipe(recipe, text, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    previous_handlers = interrupt.install()
+    try:
+        report = run_recipe(recipe, text, out=args.out, overwrite=args.overwrite, resume=args.resume)
+    finally:
+        interrupt.restore(previous_handlers)
     if report.rank == 0:  # under mpirun, one report for the whole run
         print(format_report(report))
     return 1 if report.failed else 0
@@ -154,10 +157,14 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, help="chgnet | m3gnet | mace-mp-0, or a checkpoint path")
-    parser.add_argument("--family", choices=["chgnet", "m3gnet", "mace-mp-0"], help="family of a checkpoint path")
+    from driver.models.registry import family_names
+
+    names = family_names()
+    parser.add_argument("--model", required=True, help=f"{' | '.join(names)}, or a checkpoint path")
+    parser.add_argument("--family", choices=names, help="family of a checkpoint path")
     parser.add_argument("--variant", help="chgnet version, matgl model name or MACE-MP size")
-    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32")
+    parser.add_argument("--dtype", choices=["float32", "float64"], default="float32",
+                        help="float32 (every family) or float64 (where the family runs in it)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--models-dir", help="folder holding named model weights")
 

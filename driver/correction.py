@@ -1,4 +1,4 @@
-"""The PES-softening correction as one more ASE calculator (Deng et al., npj Comput. Mater. 2025).
+"""The PES-softening correction as a Potential wrapping a Potential (Deng et al., npj Comput. Mater. 2025).
 
     E'(R) = E0 + (E(R) - E0) / s,   F' = F / s,   sigma' = sigma / s
 
@@ -10,41 +10,42 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
-from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 
 from driver.errors import InputError
+from driver.potential import ENERGY_FORCES, Potential, Results
 from driver.provenance import sha256_of_path
-from driver.recipe import CorrectionSpec, ModelSpec
+
+if TYPE_CHECKING:
+    from driver.recipe import CorrectionSpec, ModelSpec
 
 
-class SofteningCorrection(Calculator):
-    """Wrap any calculator so its PES is stiffened by 1/softening_scale about E0."""
+class SofteningCorrection(Potential):
+    """Any Potential with its PES stiffened by 1/softening_scale about E0 (the map above), for
+    one structure or a batch alike: the one place the correction's formula is written."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
-
-    def __init__(self, base: Calculator, softening_scale: float, reference_energy_eV: float):
+    def __init__(self, base: Potential, softening_scale: float, reference_energy_eV: float):
         if not softening_scale > 0:
             raise InputError(f"correction: softening_scale must be > 0, got {softening_scale!r}")
-        super().__init__()
         self.base = base
+        self.device = base.device
         self.softening_scale = float(softening_scale)
         self.reference_energy_eV = float(reference_energy_eV)
 
-    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
+    def evaluate(self, structures, properties=ENERGY_FORCES, *, batched="auto", batch_size=None):
         s, e0 = self.softening_scale, self.reference_energy_eV
-        raw_energy = self.base.get_potential_energy(self.atoms)
-        energy = e0 + (raw_energy - e0) / s
-        self.results = {
-            "energy": energy,
-            "free_energy": energy,
-            "forces": self.base.get_forces(self.atoms) / s,
-        }
-        if "stress" in properties:
-            self.results["stress"] = self.base.get_stress(self.atoms) / s
+        raw = self.base.evaluate(structures, properties, batched=batched, batch_size=batch_size)
+        return [Results(
+            energy=e0 + (r.energy - e0) / s,
+            forces=None if r.forces is None else r.forces / s,
+            stress=None if r.stress is None else r.stress / s,
+        ) for r in raw]
+
+    def provenance(self) -> dict[str, object]:
+        return {**self.base.provenance(), "softening_scale": self.softening_scale,
+                "reference_energy_eV": self.reference_energy_eV}
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,10 @@ class SofteningScale:
         if self.file_sha256:
             record["correction_file_sha256"] = self.file_sha256
         return record
+
+    def apply(self, base: Potential, reference_energy_eV: float) -> SofteningCorrection:
+        """The corrected potential of a job whose reference structure has raw energy E0."""
+        return SofteningCorrection(base, self.value, reference_energy_eV)
 
     def check_model(self, weights_sha256: str | None) -> None:
         """A scale fitted for other weights must not silently correct these."""
@@ -105,20 +110,27 @@ def resolve_softening_scale(spec: CorrectionSpec, model: ModelSpec) -> Softening
     return SofteningScale(float(spec.scale), "recipe")
 
 
-def correct_batch_results(results: list[dict], softening_scale: float, reference_energy_eV: float) -> list[dict]:
-    """SofteningCorrection's map applied to raw batch results (as `evaluate_batch` returns them):
-    E' = E0 + (E - E0) / s, F' = F / s, sigma' = sigma / s. Returns new dicts; other keys are kept."""
-    import numpy as np
+# What the scalar map predicts for a corrected result relative to the raw one on the same path or
+# structure: energy differences (barriers, B0, C_ij) scale by 1/s, harmonic frequencies by
+# 1/sqrt(s), thermal displacement amplitudes at one temperature by sqrt(s). Reports and
+# `driver compare` print these beside the measured ratios.
+EXPECTED_RATIO = {
+    "energy": lambda s: 1 / s,
+    "frequency": lambda s: s ** -0.5,
+    "displacement": lambda s: s ** 0.5,
+}
+EXPECTED_RATIO_TEXT = {"energy": "1/s", "frequency": "1/sqrt(s)", "displacement": "sqrt(s)"}
 
-    if not softening_scale > 0:
-        raise InputError(f"correction: softening_scale must be > 0, got {softening_scale!r}")
-    s, e0 = float(softening_scale), float(reference_energy_eV)
-    corrected = []
-    for result in results:
-        out = dict(result)
-        out["energy"] = e0 + (float(result["energy"]) - e0) / s
-        out["forces"] = np.asarray(result["forces"], dtype=np.float64) / s
-        if "stress" in result:
-            out["stress"] = np.asarray(result["stress"], dtype=np.float64) / s
-        corrected.append(out)
-    return corrected
+
+def expected_ratio(kind: str, softening_scale: float | None) -> float | None:
+    """corrected/raw as the scalar correction predicts it (None for a job without one)."""
+    if not softening_scale:
+        return None
+    return float(EXPECTED_RATIO[kind](softening_scale))
+
+
+def raw_temperature_equivalent(temperature_K: float, softening_scale: float) -> float:
+    """The raw-PES temperature whose dynamics corrected dynamics at T reproduce (the NVE
+    time-rescaling: v -> sqrt(s) v, dt -> dt / sqrt(s)), s T; rates then follow with the
+    frequency ratio 1/sqrt(s) on the prefactor."""
+    return softening_scale * temperature_K

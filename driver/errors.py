@@ -31,3 +31,18 @@ def first_line(exc: BaseException) -> str:
     """A library exception as one line for a user message (its first line, or its type)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+class ResourceError(DriverError):
+    """The machine ran out of something the run needs: device or host memory (exit code 1)."""
+
+    exit_code = 1
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """torch's CUDA out-of-memory (a RuntimeError subclass, or a plain RuntimeError from older
+    torch and from CPU allocators), or Python's MemoryError."""
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())

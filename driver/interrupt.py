@@ -36,11 +36,23 @@ def _on_signal(signum: int, frame) -> None:
     raise KeyboardInterrupt
 
 
-def install() -> None:
-    """Route SIGTERM and SIGINT through the stop request (main thread only, as Python requires)."""
+_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+def install() -> dict:
+    """Route SIGTERM and SIGINT through the stop request (main thread only, as Python requires).
+    Returns the handlers it replaced, for `restore`."""
     reset()
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
+    previous = {signum: signal.getsignal(signum) for signum in _SIGNALS}
+    for signum in _SIGNALS:
+        signal.signal(signum, _on_signal)
+    return previous
+
+
+def restore(previous: dict) -> None:
+    """Put back the handlers `install` replaced (an in-process caller keeps its own)."""
+    for signum, handler in previous.items():
+        signal.signal(signum, handler if handler is not None else signal.SIG_DFL)
 
 
 @contextlib.contextmanager

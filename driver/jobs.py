@@ -1,10 +1,12 @@
-"""Expand a recipe into named jobs: variants (raw / corrected) x temperatures."""
+"""Jobs of a run: each task kind plans them (driver.tasks); variants are raw and/or corrected."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from driver.recipe import Recipe
+if TYPE_CHECKING:
+    from driver.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -21,11 +23,6 @@ def variants(recipe: Recipe) -> list[str]:
 
 
 def plan_jobs(recipe: Recipe) -> list[Job]:
-    jobs = []
-    for variant in variants(recipe):
-        if recipe.task.kind == "md":
-            for temperature in recipe.task.temperatures_K:
-                jobs.append(Job(f"{variant}-T{temperature:g}K", variant, temperature))
-        else:
-            jobs.append(Job(variant, variant))
-    return jobs
+    from driver.tasks import task_for
+
+    return task_for(recipe.task.kind).plan(recipe.task, variants(recipe))

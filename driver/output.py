@@ -47,34 +47,6 @@ OBSERVABLE_UNITS = {
     "mean_squared_displacement": "Angstrom2",
 }
 # The unit of each /results/<task> dataset, by task and name; "1" marks a dimensionless number.
-RESULT_UNITS = {
-    "neb": {
-        "iteration_energies_eV": "eV",
-        "iteration_max_force_eV_A": "eV Angstrom-1",
-        "image_energies_eV": "eV",
-        "image_positions_A": "Angstrom",
-        "reaction_coordinate_A": "Angstrom",
-        "mep_energies_eV": "eV",
-        "spline_coordinate_A": "Angstrom",
-        "spline_energies_eV": "eV",
-    },
-    "phonons": {
-        "gamma_frequencies_THz": "THz",
-        "band_qpoints": "1",  # reduced coordinates of the reciprocal lattice
-        "band_distances": "Angstrom-1",  # phonopy's path length, reciprocal lattice without 2π
-        "band_frequencies_THz": "THz",
-        "band_segment_lengths": "1",  # q-points per segment
-        "dos_frequencies_THz": "THz",
-        "dos_states_per_THz": "THz-1",
-        "thermal_temperatures_K": "K",
-        "free_energy_kJ_mol": "kJ mol-1",
-        "entropy_J_K_mol": "J K-1 mol-1",
-        "heat_capacity_J_K_mol": "J K-1 mol-1",
-        "force_constants_eV_A2": "eV Angstrom-2",
-        "force_sets_eV_A": "eV Angstrom-1",
-    },
-}
-
 _CHUNK_BYTES = 1 << 20
 MIN_FREE_BYTES = 64 << 20  # stop writing below this much free space (see H5MDWriter._ensure_space)
 
@@ -276,10 +248,13 @@ class H5MDWriter:
 
     @_write_failure_is_output_error
     def write_results(self, task: str, scalars: Mapping[str, object], arrays: Mapping[str, np.ndarray] | None = None) -> None:
-        """Scalars as attributes of /results/<task>, arrays as its datasets, each with its unit from RESULT_UNITS."""
+        """Scalars as attributes of /results/<task>, arrays as its datasets, each with the unit its
+        task declares (driver.tasks.Task.result_units)."""
+        from driver.tasks import task_for
+
         group = self.file.require_group(f"results/{task}")
         self.write_attributes(group.name, scalars)
-        units = RESULT_UNITS.get(task, {})
+        units = task_for(task).result_units
         for key, array in (arrays or {}).items():
             if key in group:
                 del group[key]

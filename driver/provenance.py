@@ -9,16 +9,23 @@ import socket
 from importlib import metadata
 from pathlib import Path
 
-TRACKED_PACKAGES = (
-    "umlip-driver", "ase", "torch", "numpy", "h5py", "pydantic",
-    "chgnet", "matgl", "mace-torch", "e3nn", "pymatgen",
-)
+CORE_PACKAGES = ("umlip-driver", "ase", "torch", "numpy", "h5py", "pydantic", "phonopy")
 
 
-def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str]:
+def tracked_packages() -> tuple[str, ...]:
+    """The driver's own stack and every registered model family's (its registry entry)."""
+    from driver.models.registry import families
+
+    names = list(CORE_PACKAGES)
+    for entry in families().values():
+        names += [n for n in entry.distributions if n not in names]
+    return tuple(names)
+
+
+def package_versions(names: tuple[str, ...] | None = None) -> dict[str, str]:
     """Installed versions of the packages that shape a result; absent ones are omitted."""
     versions = {}
-    for name in names:
+    for name in names if names is not None else tracked_packages():
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:

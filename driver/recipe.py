@@ -6,50 +6,25 @@ be moved together. Every validation failure becomes one `InputError` naming the 
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-import numpy as np
 import yaml
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    ValidationInfo,
-    field_validator,
-    model_validator,
-)
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from driver.errors import InputError
+from driver.schema import Strict, resolve_existing
+from driver.tasks import task_kinds, tasks
 
-MODEL_FAMILIES = ("chgnet", "m3gnet", "mace-mp-0")
-# Precisions each family can run in, checked when a recipe is read (the loaders check again).
-FAMILY_DTYPES = {"chgnet": ("float32",), "m3gnet": ("float32", "float64"), "mace-mp-0": ("float32", "float64")}
-assert set(FAMILY_DTYPES) == set(MODEL_FAMILIES)
-
-
-class _Strict(BaseModel):
-    # No recipe number is meaningful as inf or nan (YAML's .inf, .nan).
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+# Each task kind's `task:` block is declared by its own module (driver.tasks); the recipe takes
+# any of them, told apart by `kind`.
+TASK_KINDS = task_kinds()
+Task = Annotated[Union[tuple(task.spec for task in tasks().values())], Field(discriminator="kind")]  # noqa: UP007
 
 
-def _resolve_existing(value: str | None, info: ValidationInfo, what: str) -> str | None:
-    """Resolve a path against the recipe's folder and insist it exists."""
-    if value is None:
-        return None
-    base = Path((info.context or {}).get("base_dir", "."))
-    path = Path(os.path.expanduser(value))
-    if not path.is_absolute():
-        path = base / path
-    if not path.exists():
-        raise ValueError(f"{what} not found: {path}")
-    return str(path.resolve())
 
-
-class StructureSpec(_Strict):
+class StructureSpec(Strict):
     """The starting structure: any file ASE reads, optionally repeated into a supercell."""
 
     file: str
@@ -59,7 +34,7 @@ class StructureSpec(_Strict):
     @field_validator("file")
     @classmethod
     def _file_exists(cls, value: str, info: ValidationInfo) -> str:
-        return _resolve_existing(value, info, "structure file")
+        return resolve_existing(value, info, "structure file")
 
     @field_validator("supercell")
     @classmethod
@@ -69,7 +44,7 @@ class StructureSpec(_Strict):
         return value
 
 
-class ModelSpec(_Strict):
+class ModelSpec(Strict):
     """Which uMLIP to load, from where, on which device and in which precision."""
 
     name: str
@@ -85,19 +60,21 @@ class ModelSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _known_family(cls, value: str) -> str:
-        if value not in MODEL_FAMILIES:
-            raise ValueError(f"unknown model {value!r}; known: {', '.join(MODEL_FAMILIES)}")
+        from driver.models.registry import family_names  # the registry imports this module's types
+
+        if value not in family_names():
+            raise ValueError(f"unknown model {value!r}; known: {', '.join(family_names())}")
         return value
 
     @field_validator("checkpoint")
     @classmethod
     def _checkpoint_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _resolve_existing(value, info, "checkpoint")
+        return resolve_existing(value, info, "checkpoint")
 
     @field_validator("models_dir")
     @classmethod
     def _models_dir_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _resolve_existing(value, info, "models directory")
+        return resolve_existing(value, info, "models directory")
 
     @field_validator("device")
     @classmethod
@@ -107,7 +84,7 @@ class ModelSpec(_Strict):
         raise ValueError(f"must be auto, cpu, cuda or cuda:N, got {value!r}")
 
 
-class CorrectionSpec(_Strict):
+class CorrectionSpec(Strict):
     """The softening correction: a scale given inline, or a file written by `driver fit`."""
 
     scale: float | None = Field(None, gt=0)
@@ -116,7 +93,7 @@ class CorrectionSpec(_Strict):
     @field_validator("file")
     @classmethod
     def _file_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _resolve_existing(value, info, "correction file")
+        return resolve_existing(value, info, "correction file")
 
     @model_validator(mode="after")
     def _exactly_one(self) -> CorrectionSpec:
@@ -125,164 +102,7 @@ class CorrectionSpec(_Strict):
         return self
 
 
-class RelaxSpec(_Strict):
-    """Pre-relaxation of positions (cell fixed) with the raw model before dynamics."""
-
-    fmax_eV_A: float = Field(0.05, gt=0)
-    max_steps: int = Field(200, ge=1)
-
-
-Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk"]
-
-
-class MDTask(_Strict):
-    """Molecular dynamics with one of ASE's integrators; one job per temperature."""
-
-    kind: Literal["md"]
-    ensemble: Ensemble = "nvt_langevin"
-    timestep_fs: float = Field(gt=0)
-    steps: int = Field(ge=1)
-    temperature_K: float | list[float]
-    seed: int = Field(0, ge=0, description="numpy RNG seed for velocities and thermostat noise")
-    friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction")
-    tdamp_fs: float = Field(100.0, gt=0, description="thermostat time constant")
-    pressure_GPa: float = 0.0
-    pdamp_fs: float = Field(1000.0, gt=0, description="barostat time constant")
-    compressibility_per_GPa: float = Field(
-        0.01, gt=0, description="Berendsen barostat compressibility"
-    )
-    relax: RelaxSpec | None = None
-    min_distance_A: float = Field(0.5, gt=0, description="stop when two atoms come closer (explosion)")
-    max_temperature_factor: float = Field(5.0, gt=1, description="stop when T exceeds this x target")
-
-    @field_validator("temperature_K", mode="before")
-    @classmethod
-    def _real_temperatures(cls, value):
-        """Before pydantic's coercion, which would read `true` as 1 K."""
-        for t in value if isinstance(value, list) else [value]:
-            if isinstance(t, bool):
-                raise ValueError(f"must be a number in K, got {str(t).lower()}")
-            if isinstance(t, float) and not math.isfinite(t):
-                raise ValueError(f"must be a finite number in K, got {t!r}")
-        return value
-
-    @field_validator("temperature_K")
-    @classmethod
-    def _positive_temperatures(cls, value):
-        values = value if isinstance(value, list) else [value]
-        if not values:
-            raise ValueError("must list at least one temperature")
-        for t in values:
-            if not t > 0:
-                raise ValueError(f"must be > 0, got {t:g}")
-        if len(set(values)) != len(values):
-            raise ValueError(f"temperatures repeat: {values}")
-        return value
-
-    @property
-    def temperatures_K(self) -> list[float]:
-        return list(self.temperature_K) if isinstance(self.temperature_K, list) else [
-            self.temperature_K
-        ]
-
-
-class CellRelaxSpec(_Strict):
-    """Pre-relaxation of positions and, by default, the cell (FIRE on ASE's FrechetCellFilter)."""
-
-    fmax_eV_A: float = Field(0.01, gt=0)
-    max_steps: int = Field(500, ge=1)
-    relax_cell: bool = True
-
-
-class PhononTask(_Strict):
-    """Harmonic phonons by finite displacements with phonopy; one job per variant."""
-
-    kind: Literal["phonons"]
-    supercell: tuple[int, int, int] | tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]] | None = None
-    supercell_min_length_A: float | None = Field(None, gt=0)
-    displacement_A: float = Field(0.01, gt=0)
-    symmetry: bool = True
-    primitive: Literal["auto", "unit_cell"] = "auto"
-    relax: CellRelaxSpec | None = None
-    band_points: int = Field(51, ge=2, description="q-points per band-path segment")
-    mesh: tuple[int, int, int] | float = Field(30.0, description="DOS/thermal mesh: divisions or a length in Å")
-    t_min_K: float = Field(0.0, ge=0)
-    t_max_K: float = Field(1000.0, gt=0)
-    t_step_K: float = Field(10.0, gt=0)
-    imaginary_tolerance_THz: float = Field(0.05, gt=0)
-    batched: bool | Literal["auto"] = Field("auto", description="many supercells per model call; auto: where faster")
-    batch_size: int | None = Field(None, ge=1, description="displaced supercells per model call")
-
-    @model_validator(mode="after")
-    def _one_supercell_rule(self) -> PhononTask:
-        if (self.supercell is None) == (self.supercell_min_length_A is None):
-            raise ValueError("give exactly one of 'supercell' (repeats or 3x3 matrix) or 'supercell_min_length_A'")
-        if self.supercell is not None and abs(np.linalg.det(np.diag(self.supercell) if len(np.shape(self.supercell)) == 1
-                                                            else np.array(self.supercell))) < 1:
-            raise ValueError(f"supercell matrix must have a non-zero determinant, got {self.supercell}")
-        if self.t_max_K <= self.t_min_K:
-            raise ValueError(f"t_max_K must exceed t_min_K, got {self.t_min_K:g} and {self.t_max_K:g}")
-        return self
-
-
-class VacancyHop(_Strict):
-    """The ion at site `from` hops into the vacancy left by removing the same-species atom at `to`."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    species: str
-    from_site: int = Field(alias="from", ge=0)
-    to_site: int | Literal["nearest"] = Field("nearest", alias="to")
-
-
-class InterstitialHop(_Strict):
-    """An extra ion of `species` hops between two interstitial sites (fractional coordinates)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-    species: str
-    from_fractional: tuple[float, float, float] = Field(alias="from")
-    to_fractional: tuple[float, float, float] = Field(alias="to")
-
-
-class NEBTask(_Strict):
-    """Minimum-energy path between two endpoints with ASE's NEB; one job per variant."""
-
-    kind: Literal["neb"]
-    final: str | None = Field(None, description="final endpoint file; `structure` is then the initial one")
-    vacancy_hop: VacancyHop | None = None
-    interstitial_hop: InterstitialHop | None = None
-    relax_endpoints: bool = True
-    endpoint_fmax_eV_A: float = Field(0.02, gt=0)
-    endpoint_max_steps: int = Field(500, ge=1)
-    n_images: int = Field(5, ge=1, description="intermediate images")
-    interpolation: Literal["idpp", "linear"] = "idpp"
-    climb: bool = True
-    method: Literal["improvedtangent", "aseneb", "eb", "spline", "string"] = "improvedtangent"
-    optimizer: Literal["fire", "bfgs", "ode"] = "fire"
-    fmax_eV_A: float = Field(0.05, gt=0)
-    max_steps: int = Field(500, ge=1)
-    spring_constant_eV_A2: float = Field(0.1, gt=0)
-    batched: bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
-                                           "iteration; auto: where that is faster (not CHGNet on CPU)")
-    batch_size: int | None = Field(None, ge=1)
-
-    @field_validator("final")
-    @classmethod
-    def _final_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return _resolve_existing(value, info, "final endpoint file")
-
-    @model_validator(mode="after")
-    def _one_endpoint_rule(self) -> NEBTask:
-        given = [name for name in ("final", "vacancy_hop", "interstitial_hop") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of 'final', 'vacancy_hop' or 'interstitial_hop', got {given or 'none'}")
-        return self
-
-
-TASK_KINDS = ("md", "phonons", "neb")
-Task = Annotated[MDTask | PhononTask | NEBTask, Field(discriminator="kind")]
-
-
-class OutputSpec(_Strict):
+class OutputSpec(Strict):
     """Where and how often results are written; datasets are chunked and extended as frames come."""
 
     directory: str | None = Field(None, description="default: runs/<name> in the working folder")
@@ -294,7 +114,7 @@ class OutputSpec(_Strict):
     velocities: bool = True
 
 
-class RunSpec(_Strict):
+class RunSpec(Strict):
     """How the jobs of a run are executed (not what they compute)."""
 
     batch_replicas: bool = Field(False, description="integrate this rank's MD jobs side by side, all replicas "
@@ -304,7 +124,7 @@ class RunSpec(_Strict):
                                    "supercells; rank 0 writes the files (World.map_shared)")
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     structure: StructureSpec
     model: ModelSpec
@@ -322,14 +142,14 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _replicas_are_md(self) -> Recipe:
-        if self.run.batch_replicas and self.task.kind != "md":
+        if self.run.batch_replicas and not tasks()[self.task.kind].batches_replicas:
             raise ValueError(f"run.batch_replicas: batches MD replicas; task.kind {self.task.kind} has none "
                              "(NEB images and phonon displacements are batched by the task's own `batched`)")
         return self
 
     @model_validator(mode="after")
     def _shared_structures_are_neb_or_phonons(self) -> Recipe:
-        if self.run.share_structures and self.task.kind not in ("neb", "phonons"):
+        if self.run.share_structures and not tasks()[self.task.kind].shares_structures:
             raise ValueError(f"run.share_structures: spreads NEB images or phonon displacements over ranks; "
                              f"task.kind {self.task.kind} has neither (its jobs are spread over ranks whole)")
         return self
@@ -444,11 +264,10 @@ def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
 
 def unsupported_dtype(spec: ModelSpec) -> str | None:
     """Why the family cannot run in the requested precision (None when it can); read by recipe
-    parsing and again by the loaders, which also get specs from the command line."""
-    supported = FAMILY_DTYPES[spec.name]
-    if spec.dtype in supported:
-        return None
-    return f"model.dtype: {spec.name} runs in {' or '.join(supported)} only, got {spec.dtype!r}"
+    parsing and again by load_model, which also gets specs from the command line."""
+    from driver.models.registry import family
+
+    return family(spec.name).unsupported_dtype(spec.dtype)
 
 
 class _RecipeLoader(yaml.SafeLoader):

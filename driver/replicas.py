@@ -2,27 +2,32 @@
 the forces of all replicas evaluated in one batched model call per step.
 
 Each replica runs the ordinary MD job (its own ASE integrator, H5MD file, checkpoints and
-explosion checks) in a thread of its own. Its calculator is a `ReplicaCalculator` that hands its
-structure to a shared `BatchGate` and waits; once every replica still running has asked, one
-model call (driver.models.batch.evaluate_batch) evaluates them all. ASE's integrators stay as
+explosion checks) in a thread of its own. Its base potential is a `ReplicaPotential` that hands
+its structure to a shared `BatchGate` and waits; once every replica still running has asked, one
+batched call of the model potential evaluates them all (a corrected job wraps its
+ReplicaPotential in the correction like any other potential). ASE's integrators stay as
 they are; torch releases the GIL while it computes, and the Python around it is a small part of a
 step. A replica that finishes, fails or explodes leaves the gate, and the others go on.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Sequence
 
 from ase import Atoms
-from ase.calculators.calculator import Calculator, all_changes
 
 from driver import interrupt
 from driver.jobs import Job
-from driver.models import LoadedModel
-from driver.models.batch import evaluate_batch
+from driver.potential import (
+    ENERGY_FORCES,
+    PROPERTIES,
+    Potential,
+    Property,
+    Results,
+    check_properties,
+)
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +35,9 @@ log = logging.getLogger(__name__)
 class BatchGate:
     """Collects one structure per running replica, then evaluates them in one model call."""
 
-    def __init__(self, model: LoadedModel, replicas: int, stress: bool):
+    def __init__(self, model: Potential, replicas: int, stress: bool):
         self.model = model
-        self.stress = stress
+        self.properties: tuple[Property, ...] = PROPERTIES if stress else ENERGY_FORCES
         self.calls = 0  # batched model calls made
         self.structures = 0  # structures evaluated in them
         self._condition = threading.Condition()
@@ -40,7 +45,7 @@ class BatchGate:
         self._pending: dict[int, Atoms] = {}
         self._results: dict[int, dict | BaseException] = {}
 
-    def evaluate(self, replica: int, atoms: Atoms) -> dict:
+    def evaluate(self, replica: int, atoms: Atoms) -> Results:
         with self._condition:
             self._pending[replica] = atoms.copy()
             self._evaluate_if_all_asked()
@@ -62,7 +67,7 @@ class BatchGate:
             return
         batch, self._pending = self._pending, {}
         try:
-            results: list = evaluate_batch(self.model, list(batch.values()), stress=self.stress)
+            results: list = self.model.evaluate(list(batch.values()), self.properties, batched=True)
         except Exception as exc:  # every replica in the batch sees the model's error
             results = [exc] * len(batch)
         self.calls += 1
@@ -71,34 +76,34 @@ class BatchGate:
         self._condition.notify_all()
 
 
-class ReplicaCalculator(Calculator):
+class ReplicaPotential(Potential):
     """One replica's view of the shared model: asks the gate instead of the model."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
-
     def __init__(self, gate: BatchGate, replica: int):
-        super().__init__()
         self.gate, self.replica = gate, replica
+        self.device = gate.model.device
 
-    def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
-        super().calculate(atoms, properties, system_changes)
-        result = self.gate.evaluate(self.replica, self.atoms)
-        self.results = {"energy": result["energy"], "free_energy": result["energy"], "forces": result["forces"]}
-        if "stress" in result:
-            self.results["stress"] = result["stress"]
+    def evaluate(self, structures, properties=ENERGY_FORCES, *, batched="auto", batch_size=None):
+        wanted = check_properties(properties)
+        if "stress" in wanted and "stress" not in self.gate.properties:
+            raise ValueError("stress asked of a replica gate that evaluates energy and forces only")
+        return [self.gate.evaluate(self.replica, atoms) for atoms in structures]
+
+    def provenance(self) -> dict[str, object]:
+        return self.gate.model.provenance()
 
 
-def run_together(jobs: Sequence[Job], model: LoadedModel, stress: bool,
-                 run_one: Callable[[Job, LoadedModel], None]) -> BatchGate:
-    """Run `run_one(job, model_for_that_job)` for every job at once, one thread each, the models'
-    calculators sharing one gate. Exceptions come back to the caller: an interruption first, then
+def run_together(jobs: Sequence[Job], model: Potential, stress: bool,
+                 run_one: Callable[[Job, Potential], None]) -> BatchGate:
+    """Run `run_one(job, base_potential_for_that_job)` for every job at once, one thread each, the
+    base potentials sharing one gate. Exceptions come back to the caller: an interruption first, then
     the first other error."""
     gate = BatchGate(model, len(jobs), stress)
     errors: list[BaseException | None] = [None] * len(jobs)
 
     def replica(index: int, job: Job) -> None:
         try:
-            run_one(job, dataclasses.replace(model, calculator=ReplicaCalculator(gate, index)))
+            run_one(job, ReplicaPotential(gate, index))
         except BaseException as exc:  # handed to the main thread below
             errors[index] = exc
         finally:
@@ -106,7 +111,7 @@ def run_together(jobs: Sequence[Job], model: LoadedModel, stress: bool,
 
     threads = [threading.Thread(target=replica, args=(i, job), name=f"replica-{job.name}")
                for i, job in enumerate(jobs)]
-    log.info("integrating %d replicas together, one batched %s call per step", len(jobs), model.family)
+    log.info("integrating %d replicas together, one batched model call per step", len(jobs))
     with interrupt.deferred():  # a signal now stops every replica at its next step, with a checkpoint
         for thread in threads:
             thread.start()

@@ -17,6 +17,7 @@ import h5py
 from driver.checkpoint import MDState, read_latest
 from driver.errors import InputError, first_line
 from driver.recipe import Recipe
+from driver.tasks import task_for
 
 FINISHED = ("completed", "failed", "not converged")
 
@@ -61,7 +62,7 @@ def job_on_disk(path: Path, recipe: Recipe) -> JobOnDisk:
             if status in FINISHED:
                 entry = json.loads(f.attrs["summary_entry"]) if "summary_entry" in f.attrs else None
                 return JobOnDisk("skip", entry=entry or {"job": path.stem, "file": path.name, "status": status})
-            state = read_latest(f) if recipe.task.kind == "md" else None
+            state = read_latest(f) if task_for(recipe.task.kind).checkpoints else None
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: cannot be read to resume ({first_line(exc)}); "
                          "delete it or run with --overwrite") from None

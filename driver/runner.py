@@ -1,4 +1,5 @@
-"""Run a validated recipe: load structure and model once, then every job into its own file."""
+"""Run a validated recipe: load structure and model once, prepare each variant's start on its
+own potential, then run every job into its own file."""
 
 from __future__ import annotations
 
@@ -15,18 +16,26 @@ from ase import Atoms
 
 from driver import interrupt
 from driver.checkpoint import MDState
-from driver.correction import SofteningCorrection, SofteningScale, resolve_softening_scale
-from driver.errors import DriverError, InputError, OutputError, first_line
+from driver.correction import SofteningScale, resolve_softening_scale
+from driver.errors import (
+    DriverError,
+    InputError,
+    OutputError,
+    ResourceError,
+    first_line,
+    is_out_of_memory,
+)
 from driver.jobs import Job, plan_jobs
-from driver.models import LoadedModel, load_model
+from driver.models import load_model
 from driver.output import H5MDWriter
 from driver.parallel import World
+from driver.potential import Potential
 from driver.provenance import host_description, now_iso, package_versions
 from driver.recipe import Recipe
 from driver.replicas import run_together
 from driver.resume import JobOnDisk, job_on_disk, recipe_fingerprint
 from driver.structure import load_structure
-from driver.tasks import JobContext, Share, evaluate_here, task_module, task_runner
+from driver.tasks import JobContext, Prepared, Share, Task, evaluate_here, task_for
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +45,7 @@ SUMMARY_NAME = "summary.json"
 @dataclass
 class RunReport:
     out_dir: Path
+    kind: str  # the recipe's task kind, whose report lines format the jobs
     jobs: list[dict] = field(default_factory=list)
     rank: int = 0  # parallel runs: only rank 0 reports
 
@@ -65,58 +75,70 @@ def prepare_output(out_dir: Path, jobs: list[Job], overwrite: bool, resume: bool
         raise InputError(f"{out_dir}: output directory not writable")
 
 
-def starting_structure(recipe: Recipe, model: LoadedModel) -> tuple[Atoms, dict, dict]:
-    """The structure every job starts from, optionally relaxed with the raw model.
+@dataclass
+class JobStart:
+    """Where a variant's jobs start: the task's prepared structure on that variant's own
+    potential, and the raw energy E0 there (the corrected PES's reference, recorded)."""
 
-    Relaxing with the raw model is enough: the scalar correction leaves minima where they are.
-    """
-    atoms = load_structure(recipe.structure)
-    atoms.calc = model.calculator
-    prepared = task_module(recipe.task.kind).prepare(atoms, recipe.task)
-    atoms = prepared.pop("_start", atoms)  # a task may start from another structure (NEB: an endpoint)
-    info: dict[str, object] = {"n_atoms": len(atoms), "formula": atoms.get_chemical_formula()}
-    info.update({k: v for k, v in prepared.items() if not k.startswith("_")})
-    info["reference_energy_eV"] = float(atoms.get_potential_energy())
-    atoms.calc = None
-    return atoms, info, {k: v for k, v in prepared.items() if k.startswith("_")}
+    prepared: Prepared
+    reference_energy_eV: float
 
 
-def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: SofteningScale | None,
-            reference_energy_eV: float, out_dir: Path, provenance: dict, entries: list[dict],
-            prepared: dict | None = None, resume: MDState | None = None, share: Share = evaluate_here) -> None:
+def variant_potential(variant: str, base: Potential, correction: SofteningScale | None,
+                      reference_energy_eV: float) -> Potential:
+    """The job's potential: the model itself for raw jobs, the recipe's correction around it for
+    corrected ones. Tasks receive only this."""
+    if variant == "corrected":
+        assert correction is not None, "a corrected job without a correction"
+        return correction.apply(base, reference_energy_eV)
+    return base
+
+
+def prepare_start(variant: str, structure: Atoms, model: Potential, correction: SofteningScale | None,
+                  task: Task, spec) -> JobStart:
+    """Run the task's `prepare` (relaxation, NEB endpoints) on the variant's own surface."""
+    atoms = structure.copy()
+    atoms.calc = variant_potential(variant, model, correction, model.energy(atoms)).as_calculator()
+    prepared = task.prepare(atoms, spec)
+    prepared.start.calc = None  # plain data from here on: broadcast under MPI, copied per job
+    return JobStart(prepared, model.energy(prepared.start))
+
+
+def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correction: SofteningScale | None,
+            out_dir: Path, provenance: dict, entries: list[dict], resume: MDState | None = None,
+            share: Share = evaluate_here) -> None:
     """Run one job into OUT/<job>.h5 (from `resume`, continue the file it left); its summary
     entry joins `entries` before it starts, so an interrupted job is still reported as such.
     `share`: who evaluates the job's structures (World.map_shared for run.share_structures)."""
-    job_scale = scale if job.variant == "corrected" else None  # raw jobs apply none
-    atoms = start.copy()
-    if job_scale is not None:
-        atoms.calc = SofteningCorrection(model.calculator, job_scale.value, reference_energy_eV)
-    else:
-        atoms.calc = model.calculator
+    task = task_for(recipe.task.kind)
+    reference_energy_eV = start.reference_energy_eV
+    potential = variant_potential(job.variant, base, correction, reference_energy_eV)
+    atoms = start.prepared.start.copy()
+    atoms.calc = potential.as_calculator()
+    softening_scale = potential.provenance().get("softening_scale")
     job_provenance = {
-        **provenance, "job": job.name, "variant": job.variant, "temperature_K": job.temperature_K,
-        "reference_energy_eV": reference_energy_eV, "start_time": now_iso(),
+        **provenance, **start.prepared.info, "job": job.name, "variant": job.variant,
+        "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV, "start_time": now_iso(),
     }
-    if job_scale is not None:
-        job_provenance.update(job_scale.provenance())
+    if job.variant == "corrected" and correction is not None:
+        job_provenance.update(correction.provenance())
     path = out_dir / f"{job.name}.h5"
     try:
         writer = _open_writer(path, atoms, recipe, job_provenance, resume)
     except (OSError, RuntimeError) as exc:
         raise OutputError(f"{path}: cannot be written ({first_line(exc)})") from None
-    if recipe.task.kind != "md":  # tasks without a trajectory store their structure as one frame
+    if not task.streams_trajectory:  # tasks without a trajectory store their structure as one frame
         writer.append(0, 0.0, atoms, {"potential_energy": float(atoms.get_potential_energy())})
     entry = {"job": job.name, "file": path.name, "variant": job.variant,
              "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV,
-             "softening_scale": job_scale.value if job_scale is not None else None,
-             "status": "running"}
+             "softening_scale": softening_scale, "status": "running"}
     entries.append(entry)
     started = time.perf_counter()
     status = "failed"
     try:
-        context = JobContext(job, recipe, atoms, atoms.calc, writer, out_dir, reference_energy_eV, model,
-                             entry["softening_scale"], prepared or {}, resume, share)
-        entry.update(task_runner(recipe.task.kind)(context))
+        context = JobContext(job, recipe.task, potential, atoms, start.prepared, writer, out_dir, recipe.output,
+                             resume, share)
+        entry.update(task.run(context))
         status = "completed" if entry.get("converged", True) else "not converged"
     except OutputError as exc:  # disk full, quota, file-size limit: every later job would fail alike
         entry["error"] = str(exc)
@@ -128,6 +150,11 @@ def run_job(job: Job, recipe: Recipe, start: Atoms, model: LoadedModel, scale: S
     except KeyboardInterrupt:
         status = "interrupted"
         raise
+    except Exception as exc:
+        if not is_out_of_memory(exc):
+            raise
+        entry["error"] = f"out of memory on {potential.device} ({first_line(exc)})"
+        raise ResourceError(f"{job.name}: {entry['error']}") from None
     finally:
         entry["wall_time_s"] = round(time.perf_counter() - started, 3)
         entry["status"] = status
@@ -167,6 +194,7 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
                world: World | None = None, resume: bool = False) -> RunReport:
     """Every rank loads the model and runs its share of the jobs; rank 0 writes summary.json."""
     world = world or World()
+    task = task_for(recipe.task.kind)
     jobs = plan_jobs(recipe)
     out_dir = output_directory(recipe, out)
     world.on_root(lambda: prepare_output(out_dir, jobs, overwrite, resume))
@@ -182,41 +210,46 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
                           for job in mine}
     # Input errors are the same on every rank; anything else (one GPU out of memory) stops all.
     with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
-        scale = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
+        correction = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
         model = load_model(recipe.model, world.local_rank)
-        if scale is not None:
-            scale.check_model(model.weights_sha256)
-        start, structure_info, prepared = starting_structure(recipe, model)
-    if sharing:  # rank 0's start exactly, so that the ranks of a shared job stay in step
-        start, structure_info, prepared = world.broadcast((start, structure_info, prepared))
-    reference_energy = structure_info["reference_energy_eV"]
+        if correction is not None:
+            correction.check_model(model.weights_sha256)
+        structure = load_structure(recipe.structure)
+    to_run = [job for job in mine if on_disk_by_job[job.name].action != "skip"]
+    with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
+        starts = {variant: prepare_start(variant, structure, model, correction, task, recipe.task)
+                  for variant in dict.fromkeys(job.variant for job in (to_run if not sharing else jobs))}
+    if sharing:  # rank 0's starts exactly, so that the ranks of a shared job stay in step
+        starts = world.broadcast(starts)
+    first = next(iter(starts.values()), None)
+    structure_info: dict[str, object] = {
+        "n_atoms": len(first.prepared.start if first else structure),
+        "formula": (first.prepared.start if first else structure).get_chemical_formula(),
+    }
     provenance = {
         "recipe": recipe_text, "recipe_fingerprint": recipe_fingerprint(recipe), "recipe_name": recipe.name,
         "seed": getattr(recipe.task, "seed", None),
         "package_versions": package_versions(), "host": host_description(), "mpi_size": world.size,
         **model.provenance(), **structure_info,
     }
-    report = RunReport(out_dir, rank=world.rank)
+    report = RunReport(out_dir, recipe.task.kind, rank=world.rank)
     entries: list[dict] = []  # this rank's jobs
     job_dir = out_dir if world.root or not sharing else Path(tempfile.mkdtemp(prefix=f"driver-rank{world.rank}-"))
     share: Share = world.map_shared if sharing else evaluate_here
     try:
         with world.abort_on_error("job failed"):
-            to_run = []
             for job in mine:
                 on_disk = on_disk_by_job[job.name]
                 if on_disk.action == "skip":
                     log.info("%s: already %s; skipped (--resume)", job.name, on_disk.entry["status"])
                     entries.append(on_disk.entry)
-                else:
-                    to_run.append(job)
 
-            def run_one(job: Job, job_model: LoadedModel = model) -> None:
-                run_job(job, recipe, start, job_model, scale, reference_energy, job_dir, provenance, entries,
-                        prepared, on_disk_by_job[job.name].state, share)
+            def run_one(job: Job, base: Potential = model) -> None:
+                run_job(job, recipe, starts[job.variant], base, correction, job_dir, provenance, entries,
+                        on_disk_by_job[job.name].state, share)
 
             if recipe.run.batch_replicas and len(to_run) > 1:
-                run_together(to_run, model, recipe.task.ensemble.startswith("npt"), run_one)
+                run_together(to_run, model, task.needs_stress(recipe.task), run_one)
             else:
                 for number, job in enumerate(to_run, start=1):
                     interrupt.raise_if_requested()  # a signal that came after the last job's last check
@@ -224,9 +257,8 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
                     run_one(job)
             interrupt.raise_if_requested()
         report.jobs = in_job_order(jobs, world.allgather(entries if world.root or not sharing else []))
-        finalize = getattr(task_module(recipe.task.kind), "finalize", None)
-        if finalize is not None and world.root:
-            finalize(out_dir, report.jobs)
+        if world.root:
+            task.finalize(out_dir, report.jobs)
     finally:
         if job_dir != out_dir:
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -234,8 +266,11 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
             report.jobs = in_job_order(jobs, [entries], others_unknown=world.parallel)
         if world.root:
             extra = {**model.provenance(), **structure_info}
-            if scale is not None:
-                extra.update(scale.provenance())
+            if first is not None:
+                extra.update(first.prepared.info)
+                extra["reference_energy_eV"] = first.reference_energy_eV
+            if correction is not None:
+                extra.update(correction.provenance())
             write_summary(out_dir, recipe, started, report.jobs, extra)
     return report
 

@@ -13,14 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from ase import Atoms, units
+from ase import Atoms
 from ase.io import write
-from ase.md.langevin import Langevin
-from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.neighborlist import neighbor_list
 
 from driver.errors import InputError
-from driver.parallel import serial_comm
 
 
 @dataclass
@@ -51,19 +48,21 @@ def rattled(atoms: Atoms, amplitudes_A: Sequence[float], per_amplitude: int, see
 
 def md_snapshots(atoms: Atoms, calculator, temperature_K: float, steps: int, every: int,
                  timestep_fs: float, seed: int) -> list[Candidate]:
-    """Snapshots of a short Langevin run with the raw model: thermal, correlated distortions."""
+    """Snapshots of a short Langevin run with the raw model (the MD task's own seeded start and
+    integrator): thermal, correlated distortions."""
+    from driver.tasks.md import MDTask, initialize_velocities, make_integrator
+
     system = atoms.copy()
     system.calc = calculator
-    MaxwellBoltzmannDistribution(system, temperature_K=temperature_K, rng=np.random.default_rng(seed),
-                                 comm=serial_comm())
-    Stationary(system)
-    dynamics = Langevin(system, timestep=timestep_fs * units.fs, temperature_K=temperature_K,
-                        friction=0.02 / units.fs, fixcm=False, rng=np.random.default_rng(seed + 1),
-                        comm=serial_comm())
+    spec = MDTask(kind="md", ensemble="nvt_langevin", timestep_fs=timestep_fs, steps=steps,
+                  temperature_K=temperature_K, friction_per_fs=0.02, seed=seed)
+    initialize_velocities(system, temperature_K, seed)
+    dynamics = make_integrator(system, spec, temperature_K, seed)
     found: list[Candidate] = []
     for _ in range(steps // every):
         dynamics.run(every)
         snapshot = system.copy()
+        snapshot.set_constraint()  # the integrator's FixCom is not part of the structure
         snapshot.calc = None
         found.append(Candidate(snapshot, f"md-{temperature_K:g}K-step{dynamics.nsteps}"))
     return found

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 from ase import Atoms
 from ase.io import read
 
 from driver.errors import InputError, first_line
-from driver.recipe import StructureSpec
+
+if TYPE_CHECKING:
+    from driver.recipe import StructureSpec
 
 
 def read_with_ase(path, index, what: str):

@@ -24,6 +24,31 @@ def _no_downloads(monkeypatch):
     monkeypatch.delenv("DRIVER_MODELS_DIR", raising=False)
 
 
+@pytest.fixture
+def emt_family():
+    """The EMT family (tests/models/emt_family.py) registered for one test: recipes can name it."""
+    from driver.models.registry import register, unregister
+    from tests.models.emt_family import FAMILY
+
+    register(FAMILY)
+    yield FAMILY
+    unregister(FAMILY.name)
+
+
+def emt_recipe(folder: Path, task: dict, **sections) -> Path:
+    """A recipe on the EMT family: 32-atom fcc Cu, raw and corrected (s = 0.8)."""
+    from ase.build import bulk
+    from ase.io import write
+
+    structure = folder / "Cu.extxyz"
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.rattle(0.02, seed=1)
+    write(structure, atoms)
+    fields = {"structure": {"file": str(structure)}, "model": {"name": "emt", "dtype": "float64"},
+              "correction": {"scale": 0.8}, "compare": True, "task": task}
+    return write_recipe(folder, **{**fields, **sections})
+
+
 @pytest.fixture(scope="session")
 def shared_models_dir() -> Path:
     if not (SHARED_MODELS / M3GNET_NAME / "model.json").is_file():

@@ -15,10 +15,11 @@ SCALE = 0.8
 
 @pytest.mark.parametrize("fixture", ["chgnet_model", "m3gnet64_model", "mace64_model"])
 def test_affine_map_of_raw_results(request, rattled_si, fixture):
-    base = request.getfixturevalue(fixture).calculator
+    model = request.getfixturevalue(fixture)
     reference_energy = -40.0
-    raw_energy, raw_forces, raw_stress = energy_forces_stress(base, rattled_si)
-    energy, forces, stress = energy_forces_stress(SofteningCorrection(base, SCALE, reference_energy), rattled_si)
+    raw_energy, raw_forces, raw_stress = energy_forces_stress(model.calculator, rattled_si)
+    corrected = SofteningCorrection(model, SCALE, reference_energy).as_calculator()
+    energy, forces, stress = energy_forces_stress(corrected, rattled_si)
     assert energy == pytest.approx(reference_energy + (raw_energy - reference_energy) / SCALE, abs=1e-9)
     # Exact up to the rounding of one division in the model's precision (CHGNet: float32).
     rtol = 10 * np.finfo(raw_forces.dtype).eps
@@ -28,15 +29,15 @@ def test_affine_map_of_raw_results(request, rattled_si, fixture):
 
 def test_reference_structure_keeps_its_energy(m3gnet64_model, rattled_si):
     raw_energy = energy_forces_stress(m3gnet64_model.calculator, rattled_si)[0]
-    corrected = SofteningCorrection(m3gnet64_model.calculator, SCALE, raw_energy)
+    corrected = SofteningCorrection(m3gnet64_model, SCALE, raw_energy).as_calculator()
     assert energy_forces_stress(corrected, rattled_si)[0] == pytest.approx(raw_energy, abs=1e-12)
 
 
 @pytest.mark.parametrize("fixture", ["m3gnet64_model", "mace64_model"])
 def test_forces_are_minus_finite_difference_gradient(request, rattled_si, fixture):
     """Conservative: F'_ia = -dE'/dr_ia by central differences (float64 models, h = 1e-4 Å)."""
-    base = request.getfixturevalue(fixture).calculator
-    corrected = SofteningCorrection(base, SCALE, reference_energy_eV=energy_forces_stress(base, rattled_si)[0])
+    model = request.getfixturevalue(fixture)
+    corrected = SofteningCorrection(model, SCALE, reference_energy_eV=model.energy(rattled_si)).as_calculator()
     _, forces, _ = energy_forces_stress(corrected, rattled_si)
     h = 1e-4
     rng = np.random.default_rng(0)
@@ -53,7 +54,7 @@ def test_forces_are_minus_finite_difference_gradient(request, rattled_si, fixtur
 
 def test_scale_must_be_positive(chgnet_model):
     with pytest.raises(InputError):
-        SofteningCorrection(chgnet_model.calculator, 0.0, 0.0)
+        SofteningCorrection(chgnet_model, 0.0, 0.0)
 
 
 def test_correction_file_round_trip(tmp_path):

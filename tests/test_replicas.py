@@ -18,7 +18,6 @@ from ase.build import bulk
 from driver import interrupt
 from driver.checkpoint import read_latest
 from driver.cli import main
-from driver.models.batch import evaluate_one_by_one
 from driver.replicas import BatchGate
 from tests.conftest import write_recipe
 
@@ -62,7 +61,7 @@ def test_gate_batches_replicas_that_ask_different_numbers_of_times(chgnet_model)
         for k, atoms in enumerate(replica):
             atoms.rattle(0.05, seed=10 * r + k)
     gate = BatchGate(chgnet_model, replicas=3, stress=False)
-    got: dict[tuple[int, int], dict] = {}
+    got: dict = {}
 
     def replica(r: int) -> None:
         try:
@@ -79,8 +78,8 @@ def test_gate_batches_replicas_that_ask_different_numbers_of_times(chgnet_model)
     assert not any(thread.is_alive() for thread in threads), "a replica was left waiting"
     assert gate.calls == 3 and gate.structures == 6
     for (r, k), result in got.items():
-        alone = evaluate_one_by_one(chgnet_model.calculator, [structures[r][k]])[0]
-        np.testing.assert_allclose(result["forces"], alone["forces"], atol=1e-4)
+        alone = chgnet_model.evaluate([structures[r][k]], batched=False)[0]
+        np.testing.assert_allclose(result.forces, alone.forces, atol=1e-4)
 
 
 def test_sigterm_stops_every_replica_with_a_checkpoint(tmp_path, capsys):

@@ -21,8 +21,7 @@ from ase.calculators.emt import EMT
 from driver.checkpoint import read_latest
 from driver.cli import main
 from driver.output import H5MDWriter
-from driver.recipe import MDTask
-from driver.tasks.md import initialize_velocities, run_md
+from driver.tasks.md import MDTask, initialize_velocities, run_md
 from tests.conftest import write_recipe
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,6 +18,7 @@ import numpy as np
 
 from driver.analysis.diffusion import ArrheniusFit, arrhenius_fit
 from driver.analysis.md import MDAnalysis, analyze_md, default_charges
+from driver.correction import expected_ratio, raw_temperature_equivalent
 from driver.errors import InputError
 
 SUMMARY_NAME = "summary.json"
@@ -143,7 +144,7 @@ def _md_relations(comparison: Comparison) -> list[str]:
                 lines.append(f"{head}; predicted D_raw(s·T = {s * t:g} K)/sqrt(s) cannot be predicted: raw MD has "
                              f"{len(usable)} temperature(s) with D > 0, an Arrhenius fit needs ≥ 2")
                 continue
-            predicted = fit.diffusivity_at(s * t) / math.sqrt(s)
+            predicted = fit.diffusivity_at(raw_temperature_equivalent(t, s)) * expected_ratio("frequency", s)
             outside = "" if min(fit.temperatures_K) <= s * t <= max(fit.temperatures_K) else " (extrapolated)"
             lines.append(f"{head} vs predicted D_raw(s·T = {s * t:g} K)/sqrt(s) = {predicted:.3g} cm²/s{outside} "
                          f"from the raw Arrhenius fit (ratio {sp.fit.diffusivity_cm2_s / predicted:.3g})")
@@ -152,8 +153,9 @@ def _md_relations(comparison: Comparison) -> list[str]:
         raw = comparison.arrhenius.get(("raw", symbol))
         if variant == "corrected" and raw is not None and scale:
             lines.append(f"MD {symbol} Arrhenius: corrected Ea = {fit.activation_energy_eV:.4f} eV vs predicted "
-                         f"raw Ea/s = {raw.activation_energy_eV / scale:.4f} eV; corrected D0 = {fit.prefactor_cm2_s:.3g}"
-                         f" vs raw D0/sqrt(s) = {raw.prefactor_cm2_s / math.sqrt(scale):.3g} cm²/s")
+                         f"raw Ea/s = {raw.activation_energy_eV * expected_ratio('energy', scale):.4f} eV; corrected D0 = "
+                         f"{fit.prefactor_cm2_s:.3g} vs raw D0/sqrt(s) = "
+                         f"{raw.prefactor_cm2_s * expected_ratio('frequency', scale):.3g} cm²/s")
     return lines
 
 

@@ -23,19 +23,14 @@ import yaml
 
 from driver.errors import InputError
 from driver.labels import LabelledStructure
-from driver.models import LoadedModel, load_model
+from driver.models import ModelPotential, load_model
 from driver.models.device import resolve_device
+from driver.models.registry import family
 from driver.provenance import now_iso, package_versions, sha256_of_path
-from driver.recipe import MODEL_FAMILIES, ModelSpec
+from driver.recipe import ModelSpec
 
 MIN_FOR_VALIDATION = 4
 
-_FAMILY_MODULES = {
-    "chgnet": "driver.finetune.chgnet",
-    "m3gnet": "driver.finetune.m3gnet",
-    "mace-mp-0": "driver.finetune.mace",
-}
-assert set(_FAMILY_MODULES) == set(MODEL_FAMILIES)
 
 
 @dataclass(frozen=True)
@@ -104,7 +99,7 @@ def split(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
-def force_mae(model: LoadedModel, structures: Sequence[LabelledStructure]) -> float | None:
+def force_mae(model: ModelPotential, structures: Sequence[LabelledStructure]) -> float | None:
     """Mean absolute error over all force components, eV/Å (None for no structures)."""
     if not structures:
         return None
@@ -116,7 +111,11 @@ def force_mae(model: LoadedModel, structures: Sequence[LabelledStructure]) -> fl
 
 
 def family_module(name: str):
-    return importlib.import_module(_FAMILY_MODULES[name])
+    """The family's training module, as its registry entry names it."""
+    module = family(name).finetune_module
+    if module is None:
+        raise InputError(f"--model: {name} has no fine-tuning support")
+    return importlib.import_module(module)
 
 
 def finetune(spec: ModelSpec, labels: list[LabelledStructure], out_dir: Path, *, epochs: int = 10,

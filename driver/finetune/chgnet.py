@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driver.labels import LabelledStructure
-from driver.models import LoadedModel
+from driver.models import ModelPotential
 from driver.recipe import ModelSpec
 
 if TYPE_CHECKING:
@@ -37,7 +37,7 @@ def structure_data(structures: Sequence[LabelledStructure], graph_converter):
     )
 
 
-def train(spec: ModelSpec, base: LoadedModel, train_set: Sequence[LabelledStructure],
+def train(spec: ModelSpec, base: ModelPotential, train_set: Sequence[LabelledStructure],
           val_set: Sequence[LabelledStructure], out_dir: Path, settings: TrainSettings) -> tuple[Path, list[str]]:
     """Train a copy of the loaded CHGNet; return the checkpoint path and notes for the report."""
     import torch

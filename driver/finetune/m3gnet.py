@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driver.labels import LabelledStructure
-from driver.models import LoadedModel
+from driver.models import ModelPotential
 from driver.models.m3gnet import matgl_float_dtype
 from driver.recipe import ModelSpec
 
@@ -45,7 +45,7 @@ def _trainer_device(device: str) -> dict:
     return {"accelerator": "cpu", "devices": 1}
 
 
-def train(spec: ModelSpec, base: LoadedModel, train_set: Sequence[LabelledStructure],
+def train(spec: ModelSpec, base: ModelPotential, train_set: Sequence[LabelledStructure],
           val_set: Sequence[LabelledStructure], out_dir: Path, settings: TrainSettings) -> tuple[Path, list[str]]:
     """Train a copy of the loaded M3GNet potential; return the saved folder and notes for the report."""
     import lightning as pl

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 
 from driver.errors import SimulationError
 from driver.labels import LabelledStructure
-from driver.models import LoadedModel
+from driver.models import ModelPotential
 from driver.recipe import ModelSpec
 
 if TYPE_CHECKING:
@@ -69,7 +69,7 @@ def _failure_line(log: Path) -> str:
     return (errors or lines or ["no output"])[-1]
 
 
-def train(spec: ModelSpec, base: LoadedModel, train_set: Sequence[LabelledStructure],
+def train(spec: ModelSpec, base: ModelPotential, train_set: Sequence[LabelledStructure],
           val_set: Sequence[LabelledStructure], out_dir: Path, settings: TrainSettings) -> tuple[Path, list[str]]:
     """Run mace's training script on the labels; return the `.model` path and notes for the report."""
     work = out_dir / "mace-run"

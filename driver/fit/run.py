@@ -11,19 +11,18 @@ import yaml
 from driver.errors import InputError
 from driver.fit.statistics import FitStatistics, fit_statistics
 from driver.labels import LabelledStructure, files_sha256, read_labels
-from driver.models import LoadedModel, load_model
-from driver.models.batch import evaluate_many
+from driver.models import ModelPotential, load_model
 from driver.provenance import now_iso, package_versions
 from driver.recipe import ModelSpec
 
 
-def evaluate(model: LoadedModel, structures: Sequence[LabelledStructure]) -> tuple[list[np.ndarray], list[float]]:
+def evaluate(model: ModelPotential, structures: Sequence[LabelledStructure]) -> tuple[list[np.ndarray], list[float]]:
     """Model forces and energies of the labelled structures (batched where that pays)."""
-    results = evaluate_many(model, [s.atoms for s in structures])
-    return [r["forces"] for r in results], [r["energy"] for r in results]
+    results = model.evaluate([s.atoms for s in structures])
+    return [r.forces for r in results], [r.energy for r in results]
 
 
-def correction_record(stats: FitStatistics, spec: ModelSpec, model: LoadedModel, label_files: Sequence[str],
+def correction_record(stats: FitStatistics, spec: ModelSpec, model: ModelPotential, label_files: Sequence[str],
                       energy_key: str | None, forces_key: str | None) -> dict:
     """What correction.yaml holds; `softening_scale` and `model` are what a recipe reads back."""
     return {

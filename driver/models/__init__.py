@@ -1,51 +1,90 @@
-"""Model registry: a recipe's `model:` block becomes an ASE calculator and its provenance.
+"""Models: a recipe's `model:` block becomes a ModelPotential (driver.potential) and its provenance.
 
-Each family lives in its own module, imported only when used: importing mace changes torch's
-loading defaults for the whole process, and each library takes seconds to import.
+Each family is one module with one registry entry (driver.models.registry), imported when the
+registry is first read; the family's library itself is imported only when a model loads:
+importing mace changes torch's loading defaults for the whole process, and each library takes
+seconds to import.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from ase import Atoms
 from ase.calculators.calculator import Calculator
 
+from driver.errors import DriverError, InputError, ResourceError, first_line, is_out_of_memory
 from driver.models.device import resolve_device
-from driver.recipe import MODEL_FAMILIES, ModelSpec
+from driver.models.registry import ModelFamily, family
+from driver.potential import ENERGY_FORCES, CalculatorPotential, Results, check_properties
+from driver.recipe import ModelSpec
 
 MODELS_DIR_ENV = "DRIVER_MODELS_DIR"
 OFFLINE_ENV = "DRIVER_OFFLINE"
+# What the libraries' own hubs read: huggingface_hub (matgl's model lookup) reads them when
+# imported, so they are set before any family's library is.
+_HUB_OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
 
 def downloads_allowed() -> bool:
     """False under DRIVER_OFFLINE=1: compute nodes without internet fail at once, not after retries."""
     return os.environ.get(OFFLINE_ENV, "").strip().lower() in ("", "0", "false", "no")
 
-_FAMILY_MODULES = {
-    "chgnet": "driver.models.chgnet",
-    "m3gnet": "driver.models.m3gnet",
-    "mace-mp-0": "driver.models.mace",
-}
-assert set(_FAMILY_MODULES) == set(MODEL_FAMILIES)
+
+def forbid_downloads_if_offline() -> None:
+    """DRIVER_OFFLINE=1 means no library makes a network attempt, not only ours."""
+    if not downloads_allowed():
+        for name in _HUB_OFFLINE_VARIABLES:
+            os.environ[name] = "1"
 
 
 @dataclass(frozen=True)
-class LoadedModel:
-    """A ready calculator plus what a result must record about where it came from."""
+class LoadedWeights:
+    """What a family's loader hands back: its library's ASE calculator and where it came from."""
 
     calculator: Calculator
-    family: str
     source: str
     weights_sha256: str | None
-    device: str
-    dtype: str
 
-    def provenance(self) -> dict[str, str]:
+
+class ModelPotential(CalculatorPotential):
+    """A loaded uMLIP: its library's own calculator one structure at a time, and the library's
+    graph batching for many (where the family has one and the configuration allows)."""
+
+    def __init__(self, family: ModelFamily, weights: LoadedWeights, device: str, dtype: str):
+        super().__init__(weights.calculator, device)  # .calculator: the library's own, as its users run it
+        self.family = family.name
+        self.entry = family  # the family's registry entry: batching, dtypes, fine-tuning
+        self.source = weights.source
+        self.weights_sha256 = weights.weights_sha256
+        self.dtype = dtype
+
+    @property
+    def can_batch(self) -> bool:
+        return self.entry.batch is not None and self.entry.can_batch(self.calculator)
+
+    def batching_pays(self) -> bool:
+        """Whether one call for many structures beats a loop: measured per family on a 2-core
+        CPU (bench/batch_eval.py, bench/task_batching.py); on a GPU a batch fills the device."""
+        return self.device.startswith("cuda") or self.entry.batching_pays_on_cpu
+
+    def evaluate(self, structures: Sequence[Atoms], properties=ENERGY_FORCES, *, batched="auto",
+                 batch_size: int | None = None) -> list[Results]:
+        wanted = check_properties(properties)
+        structures = list(structures)
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
+        use_batch = self.batching_pays() if batched == "auto" else bool(batched)
+        if not structures or not (use_batch and self.can_batch):
+            return [self.evaluate_one(atoms, wanted) for atoms in structures]
+        return self.entry.batch(self.calculator, structures, wanted, batch_size or len(structures))
+
+    def provenance(self) -> dict[str, object]:
         return {
             "model_family": self.family,
             "model_source": self.source,
@@ -66,13 +105,25 @@ def models_dirs(spec: ModelSpec) -> list[Path]:
     return dirs
 
 
-def family_module(name: str):
-    return importlib.import_module(_FAMILY_MODULES[name])
+def load_model(spec: ModelSpec, local_rank: int = 0) -> ModelPotential:
+    """Load the model a recipe names on the device it asks for (auto: GPU when present).
 
-
-def load_model(spec: ModelSpec, local_rank: int = 0) -> LoadedModel:
-    """Load the model a recipe names on the device it asks for (auto: GPU when present)."""
+    Errors by cause: a bad name, path or file is InputError (exit 2); running out of memory on
+    the device is ResourceError (exit 1); both keep the library's own message."""
+    entry = family(spec.name)
+    problem = entry.unsupported_dtype(spec.dtype)
+    if problem is not None:
+        raise InputError(problem)
+    forbid_downloads_if_offline()
     device = resolve_device(spec.device, local_rank)
-    # The libraries print banners on stdout; keep stdout for results.
-    with contextlib.redirect_stdout(sys.stderr):
-        return family_module(spec.name).load(spec, device, models_dirs(spec))
+    try:
+        # The libraries print banners on stdout; keep stdout for results.
+        with contextlib.redirect_stdout(sys.stderr):
+            weights = entry.load(spec, device, models_dirs(spec))
+    except DriverError:
+        raise
+    except Exception as exc:
+        if is_out_of_memory(exc):
+            raise ResourceError(f"model: loading {spec.name} on {device} ran out of memory ({first_line(exc)})") from None
+        raise
+    return ModelPotential(entry, weights, device, spec.dtype)

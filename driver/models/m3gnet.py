@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from driver.errors import InputError, first_line
+import numpy as np
+
+from driver.errors import InputError, first_line, is_out_of_memory
+from driver.models.registry import ModelFamily
 from driver.provenance import sha256_of_path
-from driver.recipe import ModelSpec
+
+if TYPE_CHECKING:
+    from driver.recipe import ModelSpec
 
 DEFAULT_NAME = "M3GNet-MP-2021.2.8-PES"
+MATGL_FILES = ("model.json", "model.pt", "state.pt")
 
 
 def is_matgl_folder(path: Path) -> bool:
@@ -64,7 +72,7 @@ def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
     import matgl
     import torch
 
-    from driver.models import OFFLINE_ENV, LoadedModel, downloads_allowed
+    from driver.models import OFFLINE_ENV, LoadedWeights, downloads_allowed
 
     name = spec.variant or DEFAULT_NAME
     if spec.checkpoint:
@@ -79,19 +87,87 @@ def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
         if local is None and not downloads_allowed():
             raise InputError(f"model: M3GNet weights {name!r} not found (looked in: {_looked(name, models_dirs)}; "
                              f"{OFFLINE_ENV} is set, so matgl's download was not tried)")
+    if Path(target).exists():
+        missing = [f for f in MATGL_FILES if not (Path(target) / f).is_file()]
+        if missing:  # matgl would take the folder's name for a hub id and try to download it
+            raise InputError(f"model: {target}: incomplete matgl model folder (missing {', '.join(missing)})")
     try:
         with matgl_float_dtype(spec.dtype):
             potential = matgl.load_model(target)
-    except InputError:
-        raise
     except Exception as exc:
+        if is_out_of_memory(exc):
+            raise
+        cause = first_line(exc.__cause__) if exc.__cause__ is not None else first_line(exc)
+        if Path(target).exists():
+            raise InputError(f"model: {target}: not a loadable matgl model ({cause})") from None
         raise InputError(
             f"model: M3GNet weights {name!r} not found (looked in: {_looked(name, models_dirs)}; then matgl's "
-            f"cache/download failed: {first_line(exc)}); "
-            "set model.models_dir, DRIVER_MODELS_DIR or model.checkpoint"
+            f"cache/download failed: {cause}); set model.models_dir, DRIVER_MODELS_DIR or model.checkpoint"
         ) from None
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
     potential = potential.to(device=device, dtype=dtype)
     calculator = _dtype_scoped_calculator_class()(potential, dtype=spec.dtype, stress_unit="eV/A3")
     weights = sha256_of_path(target) if Path(target).exists() else None
-    return LoadedModel(calculator, "m3gnet", target, weights, device, spec.dtype)
+    return LoadedWeights(calculator, target, weights)
+
+
+def can_batch(calculator) -> bool:
+    """The configurations `batch` reproduces: not charge/state-dependent or Hessian-computing."""
+    from matgl.ext.ase import PESCalculator
+
+    if not isinstance(calculator, PESCalculator):
+        return False
+    potential = calculator.potential
+    return (potential.calc_forces and not potential.calc_hessian and not potential.calc_charge
+            and not potential.debug_mode and calculator.state_attr is None)
+
+
+def batch(calculator, structures: Sequence, properties: tuple, batch_size: int) -> list:
+    """matgl's `Atoms2Graph` per structure, collated with `torch_geometric.data.Batch` and stacked
+    lattices (as matgl's `collate_fn_pes`), one `Potential` call per batch, inside the model's
+    dtype scope like the calculator."""
+    import torch
+    from ase.calculators.calculator import PropertyNotImplementedError
+    from torch_geometric.data import Batch
+
+    from driver.potential import Results
+
+    stress = "stress" in properties
+    if stress and not calculator.compute_stress:
+        raise PropertyNotImplementedError("stress: this matgl potential does not compute stresses")
+    results = []
+    with matgl_float_dtype(getattr(calculator, "model_dtype", "float32")):
+        for start in range(0, len(structures), batch_size):
+            chunk = structures[start:start + batch_size]
+            graphs, lattices, states = [], [], []
+            for atoms in chunk:  # as PESCalculator.calculate, one graph per structure
+                graph, lattice, state_attr = calculator._atoms2graph.get_graph(atoms)
+                graphs.append(graph)
+                lattices.append(torch.as_tensor(lattice).reshape(-1, 3, 3))
+                states.append(torch.as_tensor(np.asarray(state_attr)))
+            g = Batch.from_data_list(graphs)
+            energy, forces, stresses, *_ = calculator.potential(g, torch.cat(lattices, dim=0), torch.stack(states))
+            energy = energy.detach().cpu().numpy().reshape(-1)
+            forces = forces.detach().cpu().numpy()
+            # (3B, 3) in GPa; the calculator multiplies by its GPa -> eV/Å³ factor
+            sigma = stresses.detach().cpu().numpy().reshape(-1, 3, 3) * calculator.conversion_factor if stress else None
+            ptr = g.ptr.cpu().numpy()
+            for i in range(len(chunk)):
+                results.append(Results.of(energy[i], forces[ptr[i]:ptr[i + 1]], sigma[i] if stress else None))
+    return results
+
+
+FAMILY = ModelFamily(
+    name="m3gnet",
+    package="matgl",
+    dtypes=("float32", "float64"),
+    description="variant: matgl model name (default M3GNet-MP-2021.2.8-PES), looked up in model.models_dir, "
+                "$DRIVER_MODELS_DIR, then matgl's cache/download; checkpoint: a matgl folder",
+    load=load,
+    batch=batch,
+    can_batch=can_batch,
+    batching_pays_on_cpu=False,  # 16 x Si64: 1.05-1.17x; 5 NEB images x 95 atoms: 0.6x
+    is_checkpoint=lambda path: path.is_dir() and is_matgl_folder(path),
+    finetune_module="driver.finetune.m3gnet",
+    distributions=("matgl", "torch-geometric"),
+)

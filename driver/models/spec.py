@@ -5,17 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from driver.errors import InputError
-from driver.recipe import MODEL_FAMILIES, ModelSpec
+from driver.models.registry import families, family_names
+from driver.recipe import ModelSpec
 
 
 def family_of_checkpoint(path: Path) -> str:
     """Each library's own checkpoint form tells the family."""
-    if path.is_dir() and (path / "model.json").is_file():
-        return "m3gnet"
-    if path.name.endswith((".pth.tar", ".pth")):
-        return "chgnet"
-    if path.suffix == ".model":
-        return "mace-mp-0"
+    for name, entry in families().items():
+        if entry.is_checkpoint(path):
+            return name
     raise InputError(f"--model: cannot tell the model family of {path}; expected a matgl folder, a CHGNet "
                      ".pth.tar or a MACE .model (or give --family)")
 
@@ -23,12 +21,12 @@ def family_of_checkpoint(path: Path) -> str:
 def spec_from_cli(name_or_path: str, *, family: str | None = None, variant: str | None = None,
                   dtype: str = "float32", device: str = "auto", models_dir: str | None = None) -> ModelSpec:
     fields: dict[str, object] = {"variant": variant, "dtype": dtype, "device": device, "models_dir": models_dir}
-    if name_or_path in MODEL_FAMILIES and family is None:
+    if name_or_path in family_names() and family is None:
         fields["name"] = name_or_path
     else:
         path = Path(name_or_path).expanduser()
         if not path.exists():
-            known = ", ".join(MODEL_FAMILIES)
+            known = ", ".join(family_names())
             raise InputError(f"--model: {name_or_path!r} is neither a model name ({known}) nor an existing path")
         fields["name"] = family or family_of_checkpoint(path)
         fields["checkpoint"] = str(path.resolve())

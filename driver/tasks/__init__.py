@@ -1,8 +1,11 @@
-"""Tasks: each turns atoms with any ASE calculator attached into frames and results.
+"""Tasks: one module per task kind, each declaring everything the rest of the driver asks of it.
 
-A task module exposes `run(context: JobContext) -> dict`: it streams what it produces through
-`context.writer`, stores its results under /results/<kind>, and returns the headline numbers
-that go into summary.json. No task knows which model or correction it runs.
+A task module defines `TASK`, an instance of a `Task` subclass: its recipe spec (`task:` block),
+how it plans jobs, what it prepares before a job (relaxation, NEB endpoints) on the job's own
+potential, how it runs a job into the job's H5MD file, the units of what it stores under
+/results/<kind>, and its line in the run report. The runner, resume, output, report and compare
+read these instead of switching on kinds. A task receives "the job's potential" and never knows
+which model or correction it is.
 """
 
 from __future__ import annotations
@@ -11,15 +14,19 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from ase import Atoms
-from ase.calculators.calculator import Calculator
 
-from driver.checkpoint import MDState
 from driver.jobs import Job
-from driver.models import LoadedModel
-from driver.output import H5MDWriter
-from driver.recipe import Recipe
+
+if TYPE_CHECKING:
+    from driver.checkpoint import MDState
+    from driver.output import H5MDWriter
+    from driver.potential import Potential
+    from driver.recipe import OutputSpec
+
+TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb")
 
 Share = Callable[[Callable[[list], list], Sequence], list]
 
@@ -29,28 +36,79 @@ def evaluate_here(evaluate: Callable[[list], list], items: Sequence) -> list:
     return evaluate(list(items))
 
 
-_TASK_MODULES = {"md": "driver.tasks.md", "phonons": "driver.tasks.phonons", "neb": "driver.tasks.neb"}
+@dataclass
+class Prepared:
+    """What a task's `prepare` made for a job: the structure it starts from (relaxed, or an NEB
+    endpoint) and scalars for the job's provenance and summary entry."""
+
+    start: Atoms
+    info: dict[str, object] = field(default_factory=dict)
 
 
 @dataclass
 class JobContext:
     job: Job
-    recipe: Recipe
-    atoms: Atoms  # the starting structure, with `calculator` attached
-    calculator: Calculator  # raw model, or the softening correction wrapping it
+    spec: Any  # the task's recipe spec (its `spec` class)
+    potential: Potential  # the job's potential: raw, corrected or fine-tuned, the task cannot tell
+    atoms: Atoms  # the prepared start, with `potential.as_calculator()` attached
+    prepared: Prepared
     writer: H5MDWriter
     out_dir: Path
-    reference_energy_eV: float
-    model: LoadedModel  # for batched evaluation of many structures per call
-    softening_scale: float | None  # None for raw jobs
-    prepared: dict = field(default_factory=dict)  # what the task's prepare() built (e.g. NEB endpoints)
+    output: OutputSpec
     resume: MDState | None = None  # `driver run --resume`: the checkpoint this job continues from
     share: Share = evaluate_here  # run.share_structures: World.map_shared, the ranks evaluate together
 
 
-def task_module(kind: str):
-    return importlib.import_module(_TASK_MODULES[kind])
+class Task:
+    """The protocol; the defaults suit a task with one job per variant and no trajectory."""
+
+    kind: ClassVar[str]
+    spec: ClassVar[type]
+    result_units: ClassVar[dict[str, str]] = {}  # /results/<kind> dataset -> unit
+    streams_trajectory: ClassVar[bool] = False  # MD writes frames; others store their start as one
+    checkpoints: ClassVar[bool] = False  # --resume continues a job mid-way from its file
+    batches_replicas: ClassVar[bool] = False  # run.batch_replicas: its jobs can step side by side
+    shares_structures: ClassVar[bool] = False  # run.share_structures: a job's structures split over ranks
+
+    def plan(self, spec, variants: Sequence[str]) -> list[Job]:
+        return [Job(variant, variant) for variant in variants]
+
+    def needs_stress(self, spec) -> bool:
+        return False
+
+    def prepare(self, atoms: Atoms, spec) -> Prepared:
+        """`atoms` carries the job's potential; the default starts from the structure as given."""
+        return Prepared(atoms)
+
+    def run(self, context: JobContext) -> dict:
+        raise NotImplementedError
+
+    def report_line(self, entry: dict) -> str:
+        """One line for a completed (or not converged) job's summary entry."""
+        return f"  {entry['file']:<24} {entry['status']}"
+
+    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
+        """Raw vs corrected for one pair of jobs, beside what the correction predicts."""
+        return None
+
+    def finalize(self, out_dir: Path, entries: list[dict]) -> None:
+        """After every job of the run (rank 0): plots across jobs."""
 
 
-def task_runner(kind: str) -> Callable[[JobContext], dict]:
-    return task_module(kind).run
+_TASKS: dict[str, Task] = {}
+
+
+def tasks() -> dict[str, Task]:
+    if not _TASKS:
+        for module in TASK_MODULES:
+            task = importlib.import_module(module).TASK
+            _TASKS[task.kind] = task
+    return _TASKS
+
+
+def task_for(kind: str) -> Task:
+    return tasks()[kind]
+
+
+def task_kinds() -> tuple[str, ...]:
+    return tuple(tasks())

@@ -9,30 +9,81 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from ase import Atoms, units
 from ase.md.md import MolecularDynamics
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.neighborlist import neighbor_list
-from ase.optimize import FIRE
+from pydantic import Field, field_validator
 
 from driver import interrupt
 from driver.checkpoint import MDState, capture, restore_atoms, restore_integrator
+from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.errors import OutputError, SimulationError
+from driver.jobs import Job
 from driver.output import H5MDWriter
 from driver.parallel import serial_comm
 from driver.progress import Progress
-from driver.recipe import MDTask, RelaxSpec
+from driver.relax import RelaxSpec, relax
+from driver.schema import Strict
+from driver.tasks import Prepared, Task
 
 log = logging.getLogger(__name__)
 
+Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk"]
 
-def relax_positions(atoms: Atoms, spec: RelaxSpec) -> tuple[bool, int]:
-    """Relax positions at fixed cell with FIRE; returns (converged, steps taken)."""
-    optimizer = FIRE(atoms, logfile=None, comm=serial_comm())
-    converged = bool(optimizer.run(fmax=spec.fmax_eV_A, steps=spec.max_steps))
-    return converged, optimizer.nsteps
+
+class MDTask(Strict):
+    """Molecular dynamics with one of ASE's integrators; one job per temperature."""
+
+    kind: Literal["md"]
+    ensemble: Ensemble = "nvt_langevin"
+    timestep_fs: float = Field(gt=0)
+    steps: int = Field(ge=1)
+    temperature_K: float | list[float]
+    seed: int = Field(0, ge=0, description="numpy RNG seed for velocities and thermostat noise")
+    friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction")
+    tdamp_fs: float = Field(100.0, gt=0, description="thermostat time constant")
+    pressure_GPa: float = 0.0
+    pdamp_fs: float = Field(1000.0, gt=0, description="barostat time constant")
+    compressibility_per_GPa: float = Field(
+        0.01, gt=0, description="Berendsen barostat compressibility"
+    )
+    relax: RelaxSpec | None = None
+    min_distance_A: float = Field(0.5, gt=0, description="stop when two atoms come closer (explosion)")
+    max_temperature_factor: float = Field(5.0, gt=1, description="stop when T exceeds this x target")
+
+    @field_validator("temperature_K", mode="before")
+    @classmethod
+    def _real_temperatures(cls, value):
+        """Before pydantic's coercion, which would read `true` as 1 K."""
+        for t in value if isinstance(value, list) else [value]:
+            if isinstance(t, bool):
+                raise ValueError(f"must be a number in K, got {str(t).lower()}")
+            if isinstance(t, float) and not math.isfinite(t):
+                raise ValueError(f"must be a finite number in K, got {t!r}")
+        return value
+
+    @field_validator("temperature_K")
+    @classmethod
+    def _positive_temperatures(cls, value):
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("must list at least one temperature")
+        for t in values:
+            if not t > 0:
+                raise ValueError(f"must be > 0, got {t:g}")
+        if len(set(values)) != len(values):
+            raise ValueError(f"temperatures repeat: {values}")
+        return value
+
+    @property
+    def temperatures_K(self) -> list[float]:
+        return list(self.temperature_K) if isinstance(self.temperature_K, list) else [
+            self.temperature_K
+        ]
 
 
 def initialize_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None:
@@ -225,22 +276,52 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float, writer: H5MDWriter,
     return summarize(atoms, task, writer)
 
 
-def prepare(atoms: Atoms, task: MDTask) -> dict:
-    """Optional pre-relaxation of positions with the raw model, shared by all jobs."""
-    if task.relax is None:
-        return {}
-    converged, steps = relax_positions(atoms, task.relax)
-    log.info("pre-relaxation: %s after %d steps", "converged" if converged else "NOT converged", steps)
-    return {"prerelax_converged": converged, "prerelax_steps": steps}
+class MDTaskKind(Task):
+    kind = "md"
+    spec = MDTask
+    streams_trajectory = True
+    checkpoints = True
+    batches_replicas = True
+
+    def plan(self, spec: MDTask, variants) -> list[Job]:
+        return [Job(f"{variant}-T{t:g}K", variant, t) for variant in variants for t in spec.temperatures_K]
+
+    def needs_stress(self, spec: MDTask) -> bool:
+        return spec.ensemble.startswith("npt")
+
+    def prepare(self, atoms: Atoms, spec: MDTask) -> Prepared:
+        """Optional relaxation of positions on the job's potential, before velocities are drawn."""
+        if spec.relax is None:
+            return Prepared(atoms)
+        outcome = relax(atoms, spec.relax.fmax_eV_A, spec.relax.max_steps, label="pre-relaxation")
+        return Prepared(atoms, {"prerelax_converged": outcome.converged, "prerelax_steps": outcome.steps})
+
+    def run(self, context) -> dict:
+        """Seeded Maxwell-Boltzmann start (or the job's checkpoint), then `run_md`."""
+        spec: MDTask = context.spec
+        if context.resume is None:
+            initialize_velocities(context.atoms, context.job.temperature_K, spec.seed)
+        result = run_md(context.atoms, spec, context.job.temperature_K, context.writer,
+                        context.output.write_every, context.job.name,
+                        checkpoint_every=context.output.checkpoint_every, resume=context.resume)
+        context.writer.write_results("md", result.as_dict())
+        return result.as_dict()
+
+    def report_line(self, entry: dict) -> str:
+        parts = [f"  {entry['file']:<24} {entry['steps']} steps", f"<T> = {entry['mean_temperature_K']:.0f} K",
+                 f"RMS displacement {entry['rms_displacement_A']:.3f} Å"]
+        if entry.get("conserved_energy_drift_eV_per_atom_per_ps") is not None:
+            parts.append(f"conserved-energy drift {entry['conserved_energy_drift_eV_per_atom_per_ps']:.1e} eV/atom/ps")
+        return ", ".join(parts)
+
+    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
+        expected = expected_ratio("displacement", corrected.get("softening_scale"))
+        if not raw.get("rms_displacement_A") or expected is None:
+            return None
+        ratio = corrected["rms_displacement_A"] / raw["rms_displacement_A"]
+        return (f"  {name[len('corrected-'):] or 'all'}: corrected/raw RMS displacement = {ratio:.3f} "
+                f"(harmonic expectation {EXPECTED_RATIO_TEXT['displacement']} = {expected:.3f}, "
+                f"s = {corrected['softening_scale']:g})")
 
 
-def run(context) -> dict:
-    """The MD task for one job: seeded Maxwell-Boltzmann start (or the job's checkpoint), then `run_md`."""
-    task = context.recipe.task
-    if context.resume is None:
-        initialize_velocities(context.atoms, context.job.temperature_K, task.seed)
-    result = run_md(context.atoms, task, context.job.temperature_K, context.writer,
-                    context.recipe.output.write_every, context.job.name,
-                    checkpoint_every=context.recipe.output.checkpoint_every, resume=context.resume)
-    context.writer.write_results("md", result.as_dict())
-    return result.as_dict()
+TASK = MDTaskKind()

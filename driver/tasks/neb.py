@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from ase import Atoms
@@ -19,31 +21,74 @@ from ase.mep import NEB, NEBTools
 from ase.mep.neb import NEBOptimizer
 from ase.optimize import BFGS, FIRE
 from ase.utils.forcecurve import fit_images
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.parallel import serial_comm
-from driver.recipe import NEBTask
-from driver.tasks.neb_endpoints import build_endpoints, relax_fixed_cell
+from driver.potential import Results
+from driver.relax import relax
+from driver.schema import Strict, resolve_existing
+from driver.tasks import Prepared, Task
+from driver.tasks.neb_endpoints import InterstitialHop, VacancyHop, build_endpoints
 
 log = logging.getLogger(__name__)
 
-Evaluator = Callable[[Sequence[Atoms]], list[dict]]
+Evaluator = Callable[[Sequence[Atoms]], list[Results]]
 
 
-def prepare(atoms: Atoms, task: NEBTask) -> dict:
-    """Build both endpoints from the recipe's structure, relaxed at fixed cell with the raw model
-    (the correction keeps minima). The initial endpoint replaces the starting structure."""
+class NEBTask(Strict):
+    """Minimum-energy path between two endpoints with ASE's NEB; one job per variant."""
+
+    kind: Literal["neb"]
+    final: str | None = Field(None, description="final endpoint file; `structure` is then the initial one")
+    vacancy_hop: VacancyHop | None = None
+    interstitial_hop: InterstitialHop | None = None
+    relax_endpoints: bool = True
+    endpoint_fmax_eV_A: float = Field(0.02, gt=0)
+    endpoint_max_steps: int = Field(500, ge=1)
+    n_images: int = Field(5, ge=1, description="intermediate images")
+    interpolation: Literal["idpp", "linear"] = "idpp"
+    climb: bool = True
+    method: Literal["improvedtangent", "aseneb", "eb", "spline", "string"] = "improvedtangent"
+    optimizer: Literal["fire", "bfgs", "ode"] = "fire"
+    fmax_eV_A: float = Field(0.05, gt=0)
+    max_steps: int = Field(500, ge=1)
+    spring_constant_eV_A2: float = Field(0.1, gt=0)
+    batched: bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
+                                           "iteration; auto: where that is faster (not CHGNet on CPU)")
+    batch_size: int | None = Field(None, ge=1)
+
+    @field_validator("final")
+    @classmethod
+    def _final_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return resolve_existing(value, info, "final endpoint file")
+
+    @model_validator(mode="after")
+    def _one_endpoint_rule(self) -> NEBTask:
+        given = [name for name in ("final", "vacancy_hop", "interstitial_hop") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of 'final', 'vacancy_hop' or 'interstitial_hop', got {given or 'none'}")
+        return self
+
+
+@dataclass
+class NEBPrepared(Prepared):
+    """The initial endpoint is the job's start; the final one travels beside it."""
+
+    final: Atoms | None = None
+
+
+def prepare_endpoints(atoms: Atoms, task: NEBTask) -> NEBPrepared:
+    """Both endpoints from the recipe's structure, relaxed at fixed cell on the job's potential."""
     initial, final, info = build_endpoints(atoms, task)
     initial.calc = final.calc = atoms.calc
     if task.relax_endpoints:
         for name, endpoint in (("initial", initial), ("final", final)):
-            converged, steps = relax_fixed_cell(endpoint, task.endpoint_fmax_eV_A, task.endpoint_max_steps)
-            info[f"{name}_endpoint_relaxed"] = converged
-            log.info("%s endpoint: %s after %d steps", name, "relaxed" if converged else "NOT relaxed", steps)
+            outcome = relax(endpoint, task.endpoint_fmax_eV_A, task.endpoint_max_steps, label=f"{name} endpoint")
+            info[f"{name}_endpoint_relaxed"] = outcome.converged
     info["final_endpoint_energy_eV"] = float(final.get_potential_energy())
     final.calc = None
-    info["_start"] = initial
-    info["_final"] = final
-    return info
+    return NEBPrepared(initial, info, final)
 
 
 class BatchedNEB(NEB):
@@ -61,7 +106,7 @@ class BatchedNEB(NEB):
 
     def attach_results(self, images: Sequence[Atoms]) -> None:
         for image, result in zip(images, self.evaluate(images), strict=True):
-            image.calc = SinglePointCalculator(image, energy=result["energy"], forces=result["forces"])
+            image.calc = SinglePointCalculator(image, energy=result.energy, forces=result.forces)
         self.model_calls += 1
 
     def _moving_positions(self) -> np.ndarray:
@@ -105,19 +150,13 @@ def _optimizer(neb: BatchedNEB, name: str):
 
 
 def evaluator_for(context) -> Evaluator:
-    """Raw results for the moving images (batched where that pays), corrected about E0 for
-    corrected jobs: the same map as SofteningCorrection, applied to the batch."""
-    from driver.correction import correct_batch_results
-    from driver.models.batch import evaluate_many
+    """The job's potential on the moving images, batched where that pays (and shared among the
+    ranks under run.share_structures)."""
+    task: NEBTask = context.spec
 
-    task: NEBTask = context.recipe.task
-
-    def evaluate(images: Sequence[Atoms]) -> list[dict]:
-        results = context.share(
-            lambda part: evaluate_many(context.model, part, batched=task.batched, batch_size=task.batch_size), images)
-        if context.softening_scale is None:
-            return results
-        return correct_batch_results(results, context.softening_scale, context.reference_energy_eV)
+    def evaluate(images: Sequence[Atoms]) -> list[Results]:
+        return context.share(lambda part: context.potential.evaluate(
+            part, ("energy", "forces"), batched=task.batched, batch_size=task.batch_size), images)
 
     return evaluate
 
@@ -134,8 +173,8 @@ def build_band(initial: Atoms, final: Atoms, task: NEBTask, evaluate: Evaluator)
 
 
 def run(context) -> dict:
-    task: NEBTask = context.recipe.task
-    neb = build_band(context.atoms, context.prepared["_final"], task, evaluator_for(context))
+    task: NEBTask = context.spec
+    neb = build_band(context.atoms, context.prepared.final, task, evaluator_for(context))
     iteration_energies: list[np.ndarray] = []
     iteration_forces: list[np.ndarray] = []
 
@@ -186,3 +225,42 @@ def run(context) -> dict:
         "spline_energies_eV": np.asarray(fit.fit_energies),
     })
     return summary
+
+
+class NEBTaskKind(Task):
+    kind = "neb"
+    spec = NEBTask
+    shares_structures = True
+    result_units = {
+        "iteration_energies_eV": "eV",
+        "iteration_max_force_eV_A": "eV Angstrom-1",
+        "image_energies_eV": "eV",
+        "image_positions_A": "Angstrom",
+        "reaction_coordinate_A": "Angstrom",
+        "mep_energies_eV": "eV",
+        "spline_coordinate_A": "Angstrom",
+        "spline_energies_eV": "eV",
+    }
+
+    def prepare(self, atoms: Atoms, spec: NEBTask) -> NEBPrepared:
+        return prepare_endpoints(atoms, spec)
+
+    def run(self, context) -> dict:
+        return run(context)
+
+    def report_line(self, entry: dict) -> str:
+        state = "converged" if entry["converged"] else "NOT converged"
+        return (f"  {entry['file']:<24} barrier {entry['barrier_eV']:.3f} eV (backward "
+                f"{entry['backward_barrier_eV']:.3f} eV), {state} after {entry['iterations']} iterations, "
+                f"max force {entry['max_force_eV_A']:.3f} eV/Å; band {entry['band_file']}")
+
+    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
+        expected = expected_ratio("energy", corrected.get("softening_scale"))
+        if expected is None or not raw.get("barrier_eV"):
+            return None
+        ratio = corrected["barrier_eV"] / raw["barrier_eV"]
+        return (f"  NEB: corrected/raw barrier = {ratio:.4f} (scalar correction on the same path: "
+                f"{EXPECTED_RATIO_TEXT['energy']} = {expected:.4f})")
+
+
+TASK = NEBTaskKind()

@@ -2,15 +2,37 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Literal
+
 import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
-from ase.optimize import FIRE
+from pydantic import ConfigDict, Field
 
 from driver.errors import InputError
-from driver.parallel import serial_comm
-from driver.recipe import InterstitialHop, NEBTask, VacancyHop
+from driver.schema import Strict
 from driver.structure import read_with_ase
+
+if TYPE_CHECKING:
+    from driver.tasks.neb import NEBTask
+
+
+class VacancyHop(Strict):
+    """The ion at site `from` hops into the vacancy left by removing the same-species atom at `to`."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+    species: str
+    from_site: int = Field(alias="from", ge=0)
+    to_site: int | Literal["nearest"] = Field("nearest", alias="to")
+
+
+class InterstitialHop(Strict):
+    """An extra ion of `species` hops between two interstitial sites (fractional coordinates)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
+    species: str
+    from_fractional: tuple[float, float, float] = Field(alias="from")
+    to_fractional: tuple[float, float, float] = Field(alias="to")
 
 
 def nearest_same_species(atoms: Atoms, index: int) -> int:
@@ -71,8 +93,3 @@ def build_endpoints(structure: Atoms, task: NEBTask) -> tuple[Atoms, Atoms, dict
     if task.interstitial_hop is not None:
         return interstitial_hop_endpoints(structure, task.interstitial_hop)
     return file_endpoints(structure, task.final)
-
-
-def relax_fixed_cell(atoms: Atoms, fmax: float, steps: int) -> tuple[bool, int]:
-    optimizer = FIRE(atoms, logfile=None, comm=serial_comm())
-    return bool(optimizer.run(fmax=fmax, steps=steps)), optimizer.nsteps

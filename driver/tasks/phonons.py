@@ -11,32 +11,62 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 from ase import Atoms
 from ase.dft.kpoints import parse_path_string
-from ase.filters import FrechetCellFilter
-from ase.optimize import FIRE
+from pydantic import Field, model_validator
 
+from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.errors import SimulationError
-from driver.parallel import serial_comm
-from driver.recipe import PhononTask
-from driver.tasks import Share, evaluate_here
+from driver.potential import Potential
+from driver.relax import CellRelaxSpec, relax
+from driver.schema import Strict
+from driver.tasks import Prepared, Share, Task, evaluate_here
 
 log = logging.getLogger(__name__)
 
 
-def prepare(atoms: Atoms, task: PhononTask) -> dict:
-    """Relax positions and (unless told not to) the cell with the raw model, before any job."""
+class PhononTask(Strict):
+    """Harmonic phonons by finite displacements with phonopy; one job per variant."""
+
+    kind: Literal["phonons"]
+    supercell: tuple[int, int, int] | tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]] | None = None
+    supercell_min_length_A: float | None = Field(None, gt=0)
+    displacement_A: float = Field(0.01, gt=0)
+    symmetry: bool = True
+    primitive: Literal["auto", "unit_cell"] = "auto"
+    relax: CellRelaxSpec | None = None
+    band_points: int = Field(51, ge=2, description="q-points per band-path segment")
+    mesh: tuple[int, int, int] | float = Field(30.0, description="DOS/thermal mesh: divisions or a length in Å")
+    t_min_K: float = Field(0.0, ge=0)
+    t_max_K: float = Field(1000.0, gt=0)
+    t_step_K: float = Field(10.0, gt=0)
+    imaginary_tolerance_THz: float = Field(0.05, gt=0)
+    batched: bool | Literal["auto"] = Field("auto", description="many supercells per model call; auto: where faster")
+    batch_size: int | None = Field(None, ge=1, description="displaced supercells per model call")
+
+    @model_validator(mode="after")
+    def _one_supercell_rule(self) -> PhononTask:
+        if (self.supercell is None) == (self.supercell_min_length_A is None):
+            raise ValueError("give exactly one of 'supercell' (repeats or 3x3 matrix) or 'supercell_min_length_A'")
+        if self.supercell is not None and abs(np.linalg.det(np.diag(self.supercell) if len(np.shape(self.supercell)) == 1
+                                                            else np.array(self.supercell))) < 1:
+            raise ValueError(f"supercell matrix must have a non-zero determinant, got {self.supercell}")
+        if self.t_max_K <= self.t_min_K:
+            raise ValueError(f"t_max_K must exceed t_min_K, got {self.t_min_K:g} and {self.t_max_K:g}")
+        return self
+
+
+def prepare(atoms: Atoms, task: PhononTask) -> Prepared:
+    """Relax positions and (unless told not to) the cell on the job's potential."""
     if task.relax is None:
-        return {}
-    target = FrechetCellFilter(atoms) if task.relax.relax_cell else atoms
-    optimizer = FIRE(target, logfile=None, comm=serial_comm())
-    converged = bool(optimizer.run(fmax=task.relax.fmax_eV_A, steps=task.relax.max_steps))
-    log.info("pre-relaxation (%s): %s after %d steps", "cell and positions" if task.relax.relax_cell else "positions",
-             "converged" if converged else "NOT converged", optimizer.nsteps)
-    return {"prerelax_converged": converged, "prerelax_steps": optimizer.nsteps,
-            "relaxed_cell_A": atoms.cell[:].round(8).tolist()}
+        return Prepared(atoms)
+    outcome = relax(atoms, task.relax.fmax_eV_A, task.relax.max_steps, cell=task.relax.relax_cell,
+                    label="pre-relaxation")
+    return Prepared(atoms, {"prerelax_converged": outcome.converged, "prerelax_steps": outcome.steps,
+                            "relaxed_cell_A": atoms.cell[:].round(8).tolist()})
 
 
 def to_phonopy(atoms: Atoms):
@@ -70,29 +100,22 @@ def make_phonopy(atoms: Atoms, task: PhononTask):
     return phonon
 
 
-def compute_force_sets(phonon, model, softening_scale: float | None, batched: bool | str,
-                       batch_size: int | None, share: Share = evaluate_here) -> tuple[np.ndarray, float]:
+def compute_force_sets(phonon, potential: Potential, batched: bool | str, batch_size: int | None,
+                       share: Share = evaluate_here) -> tuple[np.ndarray, float]:
     """Forces on every displaced supercell minus the perfect supercell's residual forces.
 
-    Returns (force sets, raw energy of the perfect supercell). The correction is applied to the
-    batch results about that energy, the reference of this system. `share` decides who evaluates
-    the supercells (this rank, or all ranks of a shared job).
+    Returns (force sets, the potential's energy of the perfect supercell). `share` decides who
+    evaluates the supercells (this rank, or all ranks of a shared job).
     """
-    from driver.correction import correct_batch_results
-    from driver.models.batch import evaluate_many
-
     perfect = to_ase(phonon.supercell)
     displaced = [to_ase(cell) for cell in phonon.supercells_with_displacements]
-    results = share(lambda part: evaluate_many(model, part, batched=batched, batch_size=batch_size),
-                    [perfect, *displaced])
-    reference_energy = results[0]["energy"]
-    if softening_scale is not None:
-        results = correct_batch_results(results, softening_scale, reference_energy)
-    residual = results[0]["forces"]
-    forces = np.array([r["forces"] - residual for r in results[1:]])
+    results = share(lambda part: potential.evaluate(part, ("energy", "forces"), batched=batched,
+                                                    batch_size=batch_size), [perfect, *displaced])
+    residual = results[0].forces
+    forces = np.array([r.forces - residual for r in results[1:]])
     if not np.isfinite(forces).all():
         raise SimulationError("non-finite forces on a displaced supercell")
-    return forces, reference_energy
+    return forces, results[0].energy
 
 
 def band_path(phonon, points_per_segment: int):
@@ -137,12 +160,12 @@ def imaginary_modes(qpoints: np.ndarray, frequencies: np.ndarray, named: dict[tu
 
 
 def run(context) -> dict:
-    task: PhononTask = context.recipe.task
+    task: PhononTask = context.spec
     phonon = make_phonopy(context.atoms, task)
     n_displacements = len(phonon.supercells_with_displacements)
     log.info("%s: %d displaced supercells of %d atoms", context.job.name, n_displacements, len(phonon.supercell))
-    forces, supercell_energy = compute_force_sets(phonon, context.model, context.softening_scale, task.batched,
-                                                  task.batch_size, context.share)
+    forces, supercell_energy = compute_force_sets(phonon, context.potential, task.batched, task.batch_size,
+                                                  context.share)
     phonon.forces = forces
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()
@@ -212,3 +235,54 @@ def finalize(out_dir, entries: list[dict]) -> None:
         next(e for e in entries if e["job"] == name)["plot"] = f"{name}.phonons.png"
     if "raw" in done and "corrected" in done:
         plot_phonons(out_dir / "phonons_raw_vs_corrected.png", [("raw", done["raw"]), ("corrected", done["corrected"])])
+
+
+class PhononTaskKind(Task):
+    kind = "phonons"
+    spec = PhononTask
+    shares_structures = True
+    result_units = {
+        "gamma_frequencies_THz": "THz",
+        "band_qpoints": "1",  # reduced coordinates of the reciprocal lattice
+        "band_distances": "Angstrom-1",  # phonopy's path length, reciprocal lattice without 2π
+        "band_frequencies_THz": "THz",
+        "band_segment_lengths": "1",  # q-points per segment
+        "dos_frequencies_THz": "THz",
+        "dos_states_per_THz": "THz-1",
+        "thermal_temperatures_K": "K",
+        "free_energy_kJ_mol": "kJ mol-1",
+        "entropy_J_K_mol": "J K-1 mol-1",
+        "heat_capacity_J_K_mol": "J K-1 mol-1",
+        "force_constants_eV_A2": "eV Angstrom-2",
+        "force_sets_eV_A": "eV Angstrom-1",
+    }
+
+    def prepare(self, atoms: Atoms, spec: PhononTask) -> Prepared:
+        return prepare(atoms, spec)
+
+    def needs_stress(self, spec: PhononTask) -> bool:
+        return spec.relax is not None and spec.relax.relax_cell
+
+    def run(self, context) -> dict:
+        return run(context)
+
+    def report_line(self, entry: dict) -> str:
+        gamma = ", ".join(f"{f:.2f}" for f in entry["frequencies_THz"])
+        line = f"  {entry['file']:<24} Γ frequencies (THz): {gamma}; max {entry['max_frequency_THz']:.2f} THz"
+        if entry["imaginary_modes"]:
+            line += f"; IMAGINARY modes at {', '.join(entry['imaginary_qpoints'])}"
+        return line + (f"; plot {entry['plot']}" if entry.get("plot") else "")
+
+    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
+        expected = expected_ratio("frequency", corrected.get("softening_scale"))
+        if expected is None or not raw.get("mean_frequency_THz"):
+            return None
+        ratio = corrected["mean_frequency_THz"] / raw["mean_frequency_THz"]
+        return (f"  phonons: corrected/raw mean frequency = {ratio:.4f} "
+                f"(exact for the scalar correction: {EXPECTED_RATIO_TEXT['frequency']} = {expected:.4f})")
+
+    def finalize(self, out_dir, entries: list[dict]) -> None:
+        finalize(out_dir, entries)
+
+
+TASK = PhononTaskKind()

@@ -131,3 +131,41 @@ def test_gpu_matches_cpu(name, small_mace_path, rattled_si):
     assert gpu.device.startswith("cuda")
     np.testing.assert_allclose(energy_forces_stress(gpu.calculator, rattled_si)[1], energy_forces_stress(cpu.calculator, rattled_si)[1],
                                atol=1e-3)
+
+
+def test_an_incomplete_matgl_folder_is_named_not_looked_up(tmp_path, monkeypatch):
+    """matgl takes a folder it cannot read for a hub id and tries to download it."""
+    import os
+
+    folder = tmp_path / "M3GNet-broken"
+    folder.mkdir()
+    (folder / "model.json").write_text("{}")
+    with pytest.raises(InputError, match=r"incomplete matgl model folder \(missing model.pt, state.pt\)"):
+        load_model(ModelSpec(name="m3gnet", checkpoint=str(folder)))
+    assert os.environ.get("HF_HUB_OFFLINE") == "1"  # DRIVER_OFFLINE=1 (conftest) reaches matgl's hub
+
+
+def test_a_corrupt_matgl_model_keeps_the_library_message(tmp_path, shared_models_dir):
+    import shutil
+
+    folder = tmp_path / "M3GNet-corrupt"
+    shutil.copytree(shared_models_dir / "M3GNet-MP-2021.2.8-PES", folder)
+    (folder / "model.pt").write_bytes(b"not a torch file")
+    with pytest.raises(InputError, match=r"M3GNet-corrupt: not a loadable matgl model \("):
+        load_model(ModelSpec(name="m3gnet", checkpoint=str(folder)))
+
+
+def test_out_of_memory_while_loading_is_a_resource_error(monkeypatch):
+    from driver.errors import ResourceError
+    from driver.models.registry import family
+
+    def exhausted(spec, device, dirs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
+
+    import dataclasses
+
+    from driver.models import registry
+
+    monkeypatch.setitem(registry._FAMILIES, "chgnet", dataclasses.replace(family("chgnet"), load=exhausted))
+    with pytest.raises(ResourceError, match="loading chgnet on cpu ran out of memory"):
+        load_model(ModelSpec(name="chgnet", device="cpu"))

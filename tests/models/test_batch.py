@@ -1,4 +1,5 @@
-"""Batched evaluation gives, per structure, what the family's ASE calculator gives one by one."""
+"""ModelPotential.evaluate batched gives, per structure, what the family's own ASE calculator
+gives one by one; the correction wrapper maps batches exactly as it maps one structure."""
 
 from __future__ import annotations
 
@@ -7,10 +8,8 @@ import pytest
 import torch
 from ase.build import bulk
 
-from driver.correction import SofteningCorrection, correct_batch_results
-from driver.errors import InputError
-from driver.models import LoadedModel
-from driver.models.batch import evaluate_batch, evaluate_one_by_one
+from driver.correction import SofteningCorrection
+from driver.potential import PROPERTIES, CalculatorPotential
 
 FAMILIES = ["chgnet_model", "m3gnet64_model", "mace64_model"]
 # (relative energy, absolute forces eV/Å, absolute stress eV/Å³): CHGNet is float32, the rest float64.
@@ -64,15 +63,15 @@ def assert_matches(model, results, refs, stress=True):
     e_rel, f_abs, s_abs = TOLERANCES[model.family]
     assert len(results) == len(refs)
     for result, (energy, forces, sigma) in zip(results, refs, strict=True):
-        assert isinstance(result["energy"], float)
-        assert result["energy"] == pytest.approx(energy, rel=e_rel)
-        assert result["forces"].dtype == np.float64 and result["forces"].shape == forces.shape
-        np.testing.assert_allclose(result["forces"], forces, rtol=0, atol=f_abs)
+        assert isinstance(result.energy, float)
+        assert result.energy == pytest.approx(energy, rel=e_rel)
+        assert result.forces.dtype == np.float64 and result.forces.shape == forces.shape
+        np.testing.assert_allclose(result.forces, forces, rtol=0, atol=f_abs)
         if stress:
-            assert result["stress"].shape == (6,)
-            np.testing.assert_allclose(result["stress"], sigma, rtol=0, atol=s_abs)
+            assert result.stress.shape == (6,)
+            np.testing.assert_allclose(result.stress, sigma, rtol=0, atol=s_abs)
         else:
-            assert "stress" not in result
+            assert result.stress is None
 
 
 @pytest.mark.parametrize("fixture", FAMILIES)
@@ -80,7 +79,8 @@ def assert_matches(model, results, refs, stress=True):
 def test_batch_equals_calculator_one_by_one(request, structures, references, fixture, batch_size):
     model = request.getfixturevalue(fixture)
     positions = [a.positions.copy() for a in structures]
-    results = evaluate_batch(model, structures, stress=True, batch_size=batch_size)
+    assert model.can_batch  # the library's own batching runs, not the loop
+    results = model.evaluate(structures, PROPERTIES, batched=True, batch_size=batch_size)
     assert_matches(model, results, references(model))
     # The inputs are left as they were, and matgl's dtype scope does not leak.
     assert all(np.array_equal(a.positions, p) and a.calc is None for a, p in zip(structures, positions, strict=True))
@@ -90,36 +90,36 @@ def test_batch_equals_calculator_one_by_one(request, structures, references, fix
 @pytest.mark.parametrize("fixture", FAMILIES)
 def test_batch_without_stress_and_single_structure(request, structures, references, fixture):
     model = request.getfixturevalue(fixture)
-    assert_matches(model, evaluate_batch(model, structures[2:3]), references(model)[2:3], stress=False)
-    assert evaluate_batch(model, []) == []
+    assert_matches(model, model.evaluate(structures[2:3], batched=True), references(model)[2:3], stress=False)
+    assert model.evaluate([], batched=True) == []
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_one_by_one_is_the_stock_calculator(request, structures, references, fixture):
+    model = request.getfixturevalue(fixture)
+    assert_matches(model, model.evaluate(structures, PROPERTIES, batched=False), references(model))
 
 
 def test_batch_size_must_be_positive(chgnet_model, structures):
     with pytest.raises(ValueError, match="batch_size"):
-        evaluate_batch(chgnet_model, structures, batch_size=0)
+        chgnet_model.evaluate(structures, batched=True, batch_size=0)
 
 
-def test_other_calculators_fall_back_to_a_loop(mace64_model, structures):
-    wrapped = SofteningCorrection(mace64_model.calculator, 1.3, -40.0)
-    model = LoadedModel(wrapped, "mace-mp-0", "test", None, "cpu", "float64")
-    results = evaluate_batch(model, structures, stress=True)
-    loop = evaluate_one_by_one(wrapped, structures, stress=True)
-    assert_matches(model, results, [(r["energy"], r["forces"], r["stress"]) for r in loop])
-    assert_matches(model, results, reference(wrapped, structures))
+def test_batching_auto_follows_the_family_measurement(chgnet_model, mace64_model):
+    """On the CPU only MACE batches (bench/batch_eval.py); on a GPU every family does."""
+    assert not chgnet_model.batching_pays() and mace64_model.batching_pays()
+
+
+def test_a_plain_calculator_potential_loops(mace64_model, structures):
+    plain = CalculatorPotential(mace64_model.calculator)
+    assert_matches(mace64_model, plain.evaluate(structures, PROPERTIES, batched=True), reference(mace64_model.calculator, structures))
 
 
 @pytest.mark.parametrize("fixture", FAMILIES)
-def test_correct_batch_results_equals_softening_correction(request, structures, fixture):
+def test_corrected_batch_equals_corrected_one_by_one(request, structures, fixture):
+    """The wrapper's map is the same for a batch as for the ASE adapter of one structure."""
     model = request.getfixturevalue(fixture)
     s, e0 = 1.25, -40.0
-    corrected = correct_batch_results(evaluate_batch(model, structures, stress=True, batch_size=2), s, e0)
-    assert_matches(model, corrected, reference(SofteningCorrection(model.calculator, s, e0), structures))
-
-
-def test_correct_batch_results_checks_scale_and_keeps_input():
-    raw = [{"energy": -10.0, "forces": np.ones((2, 3)), "extra": 1}]
-    out = correct_batch_results(raw, 2.0, -4.0)
-    assert out[0]["energy"] == -7.0 and np.all(out[0]["forces"] == 0.5) and out[0]["extra"] == 1
-    assert "stress" not in out[0] and raw[0]["energy"] == -10.0 and np.all(raw[0]["forces"] == 1.0)
-    with pytest.raises(InputError, match="softening_scale"):
-        correct_batch_results(raw, 0.0, -4.0)
+    corrected = SofteningCorrection(model, s, e0)
+    batch = corrected.evaluate(structures, PROPERTIES, batched=True, batch_size=2)
+    assert_matches(model, batch, reference(corrected.as_calculator(), structures))

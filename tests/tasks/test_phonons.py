@@ -33,12 +33,32 @@ def _results(path):
 
 
 def test_corrected_frequencies_are_raw_over_sqrt_s(si_phonon_run):
-    """F' = F/s on identical displacements: force constants /s, frequencies /sqrt(s), exactly."""
+    """Each variant relaxed its cell on its own surface (to fmax 0.005 eV/Å), so the shipped
+    recipe's frequencies are /sqrt(s) up to that relaxation; the exact identity is the next test."""
     raw, corrected = _results(si_phonon_run / "raw.h5"), _results(si_phonon_run / "corrected.h5")
     np.testing.assert_allclose(corrected["band_frequencies_THz"] * math.sqrt(SCALE), raw["band_frequencies_THz"],
-                               rtol=1e-5, atol=1e-4)
-    np.testing.assert_allclose(corrected["force_constants_eV_A2"] * SCALE, raw["force_constants_eV_A2"], rtol=1e-5, atol=1e-7)
+                               rtol=0.01, atol=0.05)
     assert raw["band_frequencies_THz"].max() > 10  # silicon's optical modes are near 15 THz
+
+
+def test_the_wrapper_scales_force_constants_exactly(si_phonon_run, chgnet_model):
+    """F' = F/s on identical displacements: force constants /s, frequencies /sqrt(s), exactly."""
+    from driver.correction import SofteningCorrection
+    from driver.tasks.phonons import PhononTask, compute_force_sets, make_phonopy
+
+    with h5py.File(si_phonon_run / "raw.h5", "r") as handle:
+        cell = handle["particles/all/box/edges/value"][0]
+        positions = handle["particles/all/position/value"][0]
+        numbers = handle["particles/all/species"][()]
+    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+    spec = PhononTask(kind="phonons", supercell=[1, 1, 1])
+    frequencies = {}
+    for name, potential in (("raw", chgnet_model), ("corrected", SofteningCorrection(chgnet_model, SCALE, -1.0))):
+        phonon = make_phonopy(atoms, spec)
+        phonon.forces, _ = compute_force_sets(phonon, potential, batched=False, batch_size=None)
+        phonon.produce_force_constants()
+        frequencies[name] = phonon.get_frequencies([0.5, 0.0, 0.0])
+    np.testing.assert_allclose(frequencies["corrected"] * math.sqrt(SCALE), frequencies["raw"], rtol=1e-6, atol=1e-6)
 
 
 def test_acoustic_modes_vanish_at_gamma_and_si_is_stable(si_phonon_run):

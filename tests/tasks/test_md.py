@@ -13,8 +13,7 @@ from ase.build import bulk
 from driver.cli import main
 from driver.correction import SofteningCorrection
 from driver.output import H5MDWriter
-from driver.recipe import MDTask
-from driver.tasks.md import initialize_velocities, run_md
+from driver.tasks.md import MDTask, initialize_velocities, run_md
 from tests.conftest import write_recipe
 
 SCALE = 0.7
@@ -45,7 +44,7 @@ def test_corrected_nve_reproduces_rescaled_raw_nve(m3gnet64_model, tmp_path):
     raw_atoms = corrected_atoms.copy()
     raw_atoms.set_velocities(corrected_atoms.get_velocities() * math.sqrt(SCALE))
 
-    corrected = SofteningCorrection(calculator, SCALE, reference_energy_eV=-80.0)
+    corrected = SofteningCorrection(m3gnet64_model, SCALE, reference_energy_eV=-80.0).as_calculator()
     task = MDTask(kind="md", ensemble="nve", timestep_fs=dt, steps=steps, temperature_K=800)
     raw_task = MDTask(kind="md", ensemble="nve", timestep_fs=dt / math.sqrt(SCALE), steps=steps, temperature_K=800)
     corrected_path = _trajectory(corrected_atoms, corrected, task, tmp_path / "corrected.h5")
