@@ -186,6 +186,9 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
         model = load_model(recipe.model, world.local_rank)
         if scale is not None:
             scale.check_model(model.weights_sha256)
+            if world.root:  # the fit's verdict, in the console and the run log, before any job starts
+                for line in scale.warning_lines():
+                    log.warning("WARNING: %s", line)
         start, structure_info, prepared = starting_structure(recipe, model)
     if sharing:  # rank 0's start exactly, so that the ranks of a shared job stay in step
         start, structure_info, prepared = world.broadcast((start, structure_info, prepared))
