@@ -226,7 +226,8 @@ def disagreeing(subsets: Sequence[SlopeSubset]) -> tuple[SlopeSubset, SlopeSubse
         return None
     low = min(usable, key=lambda s: s.interval_95[1])
     high = max(usable, key=lambda s: s.interval_95[0])
-    return (low, high) if high.interval_95[0] > low.interval_95[1] else None
+    gap = high.interval_95[0] - low.interval_95[1]
+    return (low, high) if gap > 1e-9 * max(abs(high.interval_95[0]), abs(low.interval_95[1])) else None
 
 
 def fitted_force_range(reference_forces: Sequence[np.ndarray]) -> dict[str, float]:
