@@ -8,8 +8,14 @@ import pytest
 
 from driver.fit import validation
 from driver.fit.statistics import fit_statistics
-from driver.fit.trust import (REFUSE_R_SQUARED, UNTRUSTED, WARNED, read_trust, summary_trust_lines,
-                              trust_block)
+from driver.fit.trust import (
+    REFUSE_R_SQUARED,
+    UNTRUSTED,
+    WARNED,
+    read_trust,
+    summary_trust_lines,
+    trust_block,
+)
 
 
 def _structures(n, atoms=8, seed=0, amplitude=1.0):

@@ -9,7 +9,7 @@ import numpy as np
 import yaml
 
 from driver.errors import InputError
-from driver.fit.statistics import FitStatistics, fit_statistics
+from driver.fit.statistics import FitStatistics, fit_statistics, plain_data
 from driver.fit.trust import trust_block
 from driver.labels import LabelledStructure, files_sha256, read_labels
 from driver.models import LoadedModel, load_model
@@ -27,7 +27,7 @@ def evaluate(model: LoadedModel, structures: Sequence[LabelledStructure]) -> tup
 def correction_record(stats: FitStatistics, spec: ModelSpec, model: LoadedModel, label_files: Sequence[str],
                       energy_key: str | None, forces_key: str | None, accepted_untrusted: bool = False) -> dict:
     """What correction.yaml holds; `softening_scale`, `model` and `trust` are what a recipe reads back."""
-    return {
+    return plain_data({
         "softening_scale": stats.softening_scale,
         "trust": trust_block(stats, accepted_untrusted),
         **{k: v for k, v in stats.as_dict().items() if k != "softening_scale"},
@@ -37,7 +37,7 @@ def correction_record(stats: FitStatistics, spec: ModelSpec, model: LoadedModel,
                    "energy_key": energy_key, "forces_key": forces_key},
         "created": now_iso(),
         "package_versions": package_versions(),
-    }
+    })
 
 
 def format_fit_report(stats: FitStatistics, out: Path | None) -> str:

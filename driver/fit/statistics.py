@@ -56,15 +56,15 @@ class FitStatistics:
     refusal_reasons: list[str] = field(default_factory=list)  # trust.refusal_reasons: why it must not be used
 
     def as_dict(self) -> dict:
-        return _plain(asdict(self))
+        return plain_data(asdict(self))
 
 
-def _plain(value):
+def plain_data(value):
     """Lists for tuples and floats for numpy scalars, all the way down: what yaml.safe_dump writes."""
     if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
+        return {k: plain_data(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [plain_data(v) for v in value]
     if isinstance(value, np.generic):
         return value.item()
     return value

@@ -95,7 +95,7 @@ def cross_validate(model_forces: Sequence[np.ndarray], reference_forces: Sequenc
         for i in np.flatnonzero(~train):
             totals += _errors(model[i], reference[i], scale)
     n = sum(m.size for m in model)
-    return HeldOut(method, int(len(np.unique(folds))), totals[0] / n, totals[2] / n,
+    return HeldOut(method, int(len(np.unique(folds))), float(totals[0] / n), float(totals[2] / n),
                    float(np.sqrt(totals[1] / n)), float(np.sqrt(totals[3] / n)), int(without_slope))
 
 
