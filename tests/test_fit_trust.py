@@ -76,8 +76,9 @@ def test_si_phonon_fit_moves_phonons_toward_dft_and_its_verdict_reaches_the_run(
     assert summary["correction_verdict"] == "warned" and summary["correction_warnings"] == trust["warnings"]
     means = {job["variant"]: job["mean_frequency_THz"] for job in summary["jobs"]}
     dft = _mean_frequency_dft(folder)
-    print(f"Si mean frequency (12³ mesh): DFT {dft:.3f}, CHGNet raw {means['raw']:.3f}, "
-          f"corrected (s = {s:.4f}) {means['corrected']:.3f} THz")
+    with capsys.disabled():  # the numbers README.md quotes
+        print(f"\nSi mean frequency (12³ mesh): DFT {dft:.3f}, CHGNet raw {means['raw']:.3f}, "
+              f"corrected (s = {s:.4f}) {means['corrected']:.3f} THz")
     assert dft == pytest.approx(9.73, abs=0.05)  # ../shared/data/README.md: 9.73 counting modes above 0.5 THz
     assert abs(means["corrected"] - dft) < abs(means["raw"] - dft)
     assert means["corrected"] == pytest.approx(means["raw"] / np.sqrt(s), rel=0.01)  # exact but for modes near 0 THz
@@ -86,6 +87,7 @@ def test_si_phonon_fit_moves_phonons_toward_dft_and_its_verdict_reaches_the_run(
         assert attrs["correction_verdict"] == "warned"
         assert json.loads(attrs["correction_fitted_force_range_eV_A"]) == trust["fitted_force_range_eV_A"]
 
+    capsys.readouterr()  # the run's own report
     assert main(["compare", str(tmp_path / "out")]) == 0
     assert capsys.readouterr().out.startswith(f"correction: {correction}, s = {s:.4g}; verdict: warned")
     report = (tmp_path / "out" / "report.md").read_text().splitlines()
@@ -102,7 +104,8 @@ def test_m3gnet_on_nacl_is_refused_with_one_line(tmp_path, capsys, shared_models
                  "--out", str(out), "--accept-untrusted"])
     captured = capsys.readouterr()
     errors = [line for line in captured.err.splitlines() if line.startswith("error:")]
-    print(errors[0] if errors else captured.err)
+    with capsys.disabled():
+        print("\n" + (errors[0] if errors else captured.err))
     assert code == 2 and len(errors) == 1 and not out.exists()
     assert errors[0].startswith(f"error: {folder}: correction refused, nothing written: s = -")
     assert "must be > 0" in errors[0] and "not even with --accept-untrusted" in errors[0]
