@@ -148,7 +148,7 @@ def run_fit(spec: ModelSpec, label_files: Sequence[str], out: Path | None = None
         raise InputError(f"{', '.join(map(str, label_files))}: {exc}") from None
     if plot is not None and stats.softening_scale > 0:  # the plot shows what was refused, too
         parity_plot(plot, model_forces, [s.forces_eV_A for s in structures], stats.softening_scale, stats)
-    if stats.refusal_reasons and (accept_untrusted is False or not stats.softening_scale > 0):
+    if stats.refusal_reasons and (not accept_untrusted or not stats.softening_scale > 0):
         raise UntrustedCorrection(label_files, stats)
     record = correction_record(stats, spec, model, label_files, energy_key, forces_key, accept_untrusted)
     if out is not None:
