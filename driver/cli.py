@@ -63,13 +63,18 @@ def _cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def _cmd_fit(args: argparse.Namespace) -> int:
-    from driver.fit.run import format_fit_report, run_fit
+    from driver.fit.run import UntrustedCorrection, format_fit_report, run_fit
 
     spec = _model_spec(args)
     out = Path(args.out)
     _refuse_existing(out, args.overwrite)
-    stats, _ = run_fit(spec, args.labels, out, energy_key=args.energy_key, forces_key=args.forces_key,
-                       plot=Path(args.plot) if args.plot else None, resamples=args.bootstrap, seed=args.seed)
+    try:
+        stats, _ = run_fit(spec, args.labels, out, energy_key=args.energy_key, forces_key=args.forces_key,
+                           plot=Path(args.plot) if args.plot else None, resamples=args.bootstrap, seed=args.seed,
+                           group_key=args.group_key, accept_untrusted=args.accept_untrusted)
+    except UntrustedCorrection as refused:
+        print(format_fit_report(refused.stats, None))  # the numbers behind the refusal; the reason is on stderr
+        raise
     print(format_fit_report(stats, out))
     return 0
 
@@ -170,7 +175,9 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_label_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--labels", nargs="+", required=True, help="files ASE reads with DFT energies and forces")
+    parser.add_argument("--labels", nargs="+", required=True,
+                        help="DFT-labelled structures: files ASE reads (extxyz, OUTCAR, vasprun.xml), phonopy's "
+                        "phonopy_disp.yaml + FORCE_SETS (or phonopy_params.yaml), or a VASP NEB folder (00/ .. NN/)")
     parser.add_argument("--energy-key", help="info key of the reference energy (default: REF_energy, "
                         "DFT_energy, ... or the file's calculator results)")
     parser.add_argument("--forces-key", help="array key of the reference forces (default: REF_forces, ... "
@@ -221,7 +228,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_label_options(fit)
     fit.add_argument("--out", default="correction.yaml", help="correction file to write (default correction.yaml)")
     fit.add_argument("--overwrite", action="store_true", help="replace an existing correction file")
-    fit.add_argument("--plot", help="write a parity plot (PNG) of model vs DFT forces, raw and corrected")
+    fit.add_argument("--plot", help="write a parity plot (PNG) of model vs DFT forces, raw and corrected, "
+                     "beside the slope per |DFT force| bin")
+    fit.add_argument("--group-key", default="config_type",
+                     help="info key naming each structure's group, for slopes per group (default config_type)")
+    fit.add_argument("--accept-untrusted", action="store_true",
+                     help="write a correction that fails the trust rules anyway (recorded in the file)")
     fit.add_argument("--bootstrap", type=_positive_int, default=1000, help="bootstrap resamples (default 1000)")
     fit.add_argument("--seed", type=int, default=0)
     fit.set_defaults(handler=_cmd_fit)

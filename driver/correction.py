@@ -16,6 +16,7 @@ import yaml
 
 from driver.errors import InputError
 from driver.potential import ENERGY_FORCES, Potential, Results
+from driver.fit.trust import Trust, read_trust
 from driver.provenance import sha256_of_path
 
 if TYPE_CHECKING:
@@ -56,16 +57,23 @@ class SofteningScale:
     source: str
     fitted_model: dict | None = None
     file_sha256: str | None = None
+    trust: Trust | None = None  # the file's trust block (driver fit's verdict); None inline or hand-written
 
     def provenance(self) -> dict[str, object]:
         record: dict[str, object] = {"softening_scale": self.value, "correction_source": self.source}
         if self.file_sha256:
             record["correction_file_sha256"] = self.file_sha256
+        if self.trust is not None:
+            record.update(self.trust.provenance())
         return record
 
     def apply(self, base: Potential, reference_energy_eV: float) -> SofteningCorrection:
         """The corrected potential of a job whose reference structure has raw energy E0."""
         return SofteningCorrection(base, self.value, reference_energy_eV)
+
+    def warning_lines(self) -> list[str]:
+        """What a run prints before its jobs start: one line for an untrusted or warned correction."""
+        return self.trust.warning_lines() if self.trust is not None else []
 
     def check_model(self, weights_sha256: str | None) -> None:
         """A scale fitted for other weights must not silently correct these."""
@@ -101,7 +109,7 @@ def read_correction_file(path: str | Path, model: ModelSpec | None = None) -> So
             f"{path}: model.name: fitted for {fitted_model.get('name')!r}, "
             f"but the recipe's model is {model.name!r}"
         )
-    return SofteningScale(float(value), str(path), fitted_model, sha256_of_path(path))
+    return SofteningScale(float(value), str(path), fitted_model, sha256_of_path(path), read_trust(data, str(path)))
 
 
 def resolve_softening_scale(spec: CorrectionSpec, model: ModelSpec) -> SofteningScale:

@@ -214,6 +214,9 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
         model = load_model(recipe.model, world.local_rank)
         if correction is not None:
             correction.check_model(model.weights_sha256)
+            if world.root:  # the fit's verdict, in the console and the run log, before any job starts
+                for line in correction.warning_lines():
+                    log.warning("WARNING: %s", line)
         structure = load_structure(recipe.structure)
     to_run = [job for job in mine if on_disk_by_job[job.name].action != "skip"]
     with world.abort_on_error("set-up failed", passthrough=(DriverError,)):

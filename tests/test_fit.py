@@ -164,10 +164,11 @@ def test_one_structure_near_equilibrium_warns(tmp_path, capsys, m3gnet64_model, 
     assert "WARNING: only 24 force components" in printed
 
 
-def test_forces_unrelated_to_the_model_warn_about_r_squared(tmp_path, capsys, chgnet_model):
+def test_forces_unrelated_to_the_model_are_refused_unless_accepted(tmp_path, capsys, caplog, chgnet_model):
     """Reference forces that are noise (plus a small share of the model's, so that s > 0) on real,
-    rattled Si: no single scale describes them, and `driver fit` says so. Labels that ARE the model's
-    forces scaled (R² = 1) get no such warning."""
+    rattled Si: no single scale describes them, so `driver fit` refuses to write the correction
+    (one line, exit 2); --accept-untrusted writes it with the verdict in the file, and a run using it
+    says so before its jobs start. Labels that ARE the model's forces scaled (R² = 1) pass."""
     rng = np.random.default_rng(7)
     frames = []
     for seed in range(2):
@@ -181,18 +182,34 @@ def test_forces_unrelated_to_the_model_warn_about_r_squared(tmp_path, capsys, ch
         atoms.arrays["REF_forces"] = noise + 0.05 * model
         frames.append(atoms)
     write(tmp_path / "noise.extxyz", frames)
-    code, printed, err = _fit(capsys, "--model", "chgnet", "--labels", str(tmp_path / "noise.extxyz"),
-                              "--out", str(tmp_path / "noise.yaml"))
+    out = tmp_path / "noise.yaml"
+    args = ["--model", "chgnet", "--labels", str(tmp_path / "noise.extxyz"), "--out", str(out)]
+    code, printed, err = _fit(capsys, *args)
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(errors) == 1 and not out.exists(), err
+    assert "correction refused, nothing written: " in errors[0] and "< 0.5: model and DFT forces" in errors[0]
+    assert errors[0].endswith("(--accept-untrusted writes it anyway)")
+
+    code, printed, err = _fit(capsys, *args, "--accept-untrusted")
     assert code == 0, err
-    record = yaml.safe_load((tmp_path / "noise.yaml").read_text())
+    record = yaml.safe_load(out.read_text())
     assert 0 < record["softening_scale"] and record["r_squared"] < 0.2
+    assert record["trust"]["verdict"] == "untrusted" and record["trust"]["accepted_untrusted"] is True
     assert f"WARNING: model and DFT forces agree poorly (R² = {record['r_squared']:.2f} < 0.8)" in printed
+    assert f"UNTRUSTED: R² = {record['r_squared']:.2f} < 0.5" in printed
+    recipe = write_recipe(tmp_path, correction={"file": str(out)}, compare=True, task={"steps": 2})
+    assert main(["run", str(recipe)]) == 0
+    assert f"WARNING: correction {out} is UNTRUSTED (written with --accept-untrusted): R² = " in caplog.text
+    with h5py.File(tmp_path / "out" / "corrected-T500K.h5", "r") as handle:
+        assert handle["parameters"].attrs["correction_verdict"] == "untrusted"
 
     labels = _synthetic_labels(chgnet_model.calculator, tmp_path / "trusted.extxyz", true_scale=0.8)
     code, printed, err = _fit(capsys, "--model", "chgnet", "--labels", str(labels), "--out", str(tmp_path / "t.yaml"))
     assert code == 0, err
-    assert yaml.safe_load((tmp_path / "t.yaml").read_text())["r_squared"] > 0.99
-    assert "R² = 1.000" in printed and "agree poorly" not in printed
+    record = yaml.safe_load((tmp_path / "t.yaml").read_text())
+    assert record["r_squared"] > 0.99 and record["trust"]["refusal_reasons"] == []
+    assert record["held_out"]["force_mae_corrected_eV_A"] < 1e-4 < record["held_out"]["force_mae_raw_eV_A"]
+    assert "R² = 1.000" in printed and "agree poorly" not in printed and "UNTRUSTED" not in printed
 
 
 def test_labels_from_calculator_results(tmp_path, capsys, m3gnet64_model, shared_models_dir):

@@ -34,13 +34,15 @@ class Comparison:
     neb: dict[str, dict] = field(default_factory=dict)
     phonons: dict[str, dict] = field(default_factory=dict)
     tables: list[str] = field(default_factory=list)
+    correction_trust: list[str] = field(default_factory=list)  # the fit's verdict, first in the report
     relations: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
     report: Path | None = None
 
     def format(self) -> str:
-        parts = [f"{table}\n" for table in self.tables] + ["Predicted (scalar correction) vs measured:",
+        parts = [*self.correction_trust, ""] if self.correction_trust else []
+        parts += [f"{table}\n" for table in self.tables] + ["Predicted (scalar correction) vs measured:",
                  *(f"  {line}" for line in self.relations or ["nothing to compare (no raw/corrected pair)"])]
         parts += [f"note: {note}" for note in self.notes]
         parts.append(f"plots: {', '.join(p.name for p in self.plots) or 'none'}; report: {self.report}")
@@ -202,6 +204,9 @@ def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None,
     out_dir = Path(out_dir)
     jobs = _load_summary(out_dir)
     comparison = Comparison(out_dir)
+    from driver.fit.trust import summary_trust_lines
+
+    comparison.correction_trust = summary_trust_lines(json.loads((out_dir / SUMMARY_NAME).read_text()))
     usable = []
     for job in jobs:
         path = out_dir / job.get("file", "")

@@ -8,6 +8,8 @@ from pathlib import Path
 
 def write_report(comparison, path: Path) -> Path:
     lines = [f"# Raw vs corrected: {comparison.out_dir.name}", ""]
+    if getattr(comparison, "correction_trust", None):
+        lines += ["## Correction trust", ""] + [f"- {line}" for line in comparison.correction_trust] + [""]
     for table in comparison.tables:
         title, _, body = table.partition("\n")
         lines += [f"## {title}", "", body, ""]

@@ -13,6 +13,9 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from driver.fit import validation
+from driver.fit.trust import refusal_reasons
+
 # Below these the fit is reported as untrustworthy; each is explained in the warning itself.
 MIN_COMPONENTS = 150
 MIN_R_SQUARED = 0.8
@@ -44,11 +47,27 @@ class FitStatistics:
     n_structures_energy: int
     per_element: dict[str, dict[str, float | int | None]]  # slope None: that element felt no force
     warnings: list[str] = field(default_factory=list)
+    held_out: validation.HeldOut | None = None  # cross-validation over structures
+    one_point: validation.OnePoint | None = None  # the paper's protocol: s from one structure, judged on the others
+    per_force_bin: list[validation.SlopeSubset] = field(default_factory=list)
+    per_group: list[validation.SlopeSubset] = field(default_factory=list)
+    group_key: str | None = None
+    fitted_force_range_eV_A: dict[str, float] = field(default_factory=dict)
+    refusal_reasons: list[str] = field(default_factory=list)  # trust.refusal_reasons: why it must not be used
 
     def as_dict(self) -> dict:
-        record = asdict(self)
-        record["interval_95"] = [float(x) for x in self.interval_95]
-        return record
+        return plain_data(asdict(self))
+
+
+def plain_data(value):
+    """Lists for tuples and floats for numpy scalars, all the way down: what yaml.safe_dump writes."""
+    if isinstance(value, dict):
+        return {k: plain_data(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain_data(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def _bootstrap(groups: list[tuple[np.ndarray, np.ndarray]], resamples: int, rng: np.random.Generator) -> tuple[float, float]:
@@ -94,9 +113,13 @@ def fit_statistics(
     formulas: Sequence[str] | None = None,
     resamples: int = 1000,
     seed: int = 0,
+    groups: Sequence[str | None] | None = None,
+    group_key: str | None = None,
 ) -> FitStatistics:
-    """Everything `driver fit` reports, from per-structure (n_atoms, 3) force arrays.
-    Raises ValueError when every reference force is zero (nothing to fit)."""
+    """Everything `driver fit` reports, from per-structure (n_atoms, 3) force arrays, evaluated once:
+    the validation (held-out, one-point) and the regime (per force bin, per group) reuse them.
+    `groups`: each structure's group name (None: in no group). Raises ValueError when every
+    reference force is zero (nothing to fit)."""
     model_all = np.concatenate([np.ravel(f) for f in model_forces])
     reference_all = np.concatenate([np.ravel(f) for f in reference_forces])
     scale = slope_through_origin(model_all, reference_all)
@@ -106,13 +129,13 @@ def fit_statistics(
     r_squared = float(1 - np.dot(residual, residual) / np.sum((model_all - model_all.mean()) ** 2))
     rng = np.random.default_rng(seed)
     if len(model_forces) >= 2:
-        groups = [(np.ravel(m), np.ravel(r)) for m, r in zip(model_forces, reference_forces, strict=True)]
+        units = [(np.ravel(m), np.ravel(r)) for m, r in zip(model_forces, reference_forces, strict=True)]
         method = f"bootstrap over structures ({resamples} resamples)"
     else:  # one structure: the paper's one-point correction; only atoms can be resampled
         m, r = np.asarray(model_forces[0]), np.asarray(reference_forces[0])
-        groups = [(m[i], r[i]) for i in range(len(m))]
+        units = [(m[i], r[i]) for i in range(len(m))]
         method = f"bootstrap over atoms of the single structure ({resamples} resamples)"
-    interval = _bootstrap(groups, resamples, rng)
+    interval = _bootstrap(units, resamples, rng)
 
     per_element: dict[str, dict[str, float | int | None]] = {}
     flat_symbols = np.repeat(np.concatenate([np.asarray(s) for s in symbols]), 3)
@@ -137,7 +160,14 @@ def fit_statistics(
         energy_mae_before_eV_atom=energies[0], energy_mae_after_eV_atom=energies[1], n_structures_energy=energies[2],
         per_element=per_element,
     )
+    stats.held_out = validation.cross_validate(model_forces, reference_forces, seed=seed)
+    stats.one_point = validation.one_point(model_forces, reference_forces)
+    stats.per_force_bin = validation.slopes_per_force_bin(model_forces, reference_forces, resamples, seed)
+    stats.per_group = validation.slopes_per_group(model_forces, reference_forces, groups or [None] * n, resamples, seed)
+    stats.group_key = group_key if stats.per_group else None
+    stats.fitted_force_range_eV_A = validation.fitted_force_range(reference_forces)
     stats.warnings = trust_warnings(stats)
+    stats.refusal_reasons = refusal_reasons(stats)
     force_free = sum(1 for r in reference_forces if not np.any(np.asarray(r)))
     if force_free:
         stats.warnings.append(f"{force_free} of {n} structure(s) have no reference force at all (a symmetric "
@@ -162,6 +192,14 @@ def trust_warnings(stats: FitStatistics) -> list[str]:
         found.append(f"the labels are near equilibrium (mean |DFT force| {stats.mean_abs_reference_force_eV_A:.2f} "
                      f"eV/Å < {MIN_MEAN_REFERENCE_FORCE_EV_A}): small forces say little about curvature; label "
                      "structures far from equilibrium (driver sample makes candidates)")
+    for subsets, what in ((stats.per_force_bin, "|DFT force| bins"), (stats.per_group, f"groups ({stats.group_key})")):
+        pair = validation.disagreeing(subsets)
+        if pair is not None:
+            low, high = pair
+            found.append(f"s differs between {what} beyond their 95% intervals: {low.label} {low.softening_scale:.3f} "
+                         f"[{low.interval_95[0]:.3f}, {low.interval_95[1]:.3f}] vs {high.label} "
+                         f"{high.softening_scale:.3f} [{high.interval_95[0]:.3f}, {high.interval_95[1]:.3f}]: the "
+                         "correction depends on which states the labels sample; label the states your run visits")
     if stats.softening_scale > 1:
         found.append(f"s = {stats.softening_scale:.3f} > 1: the model is stiffer than DFT here, and the "
                      "correction will soften it")

@@ -136,7 +136,11 @@ def test_prerelaxation_lowers_reference_energy(tmp_path, small_mace_path):
     model = load_model(ModelSpec(name="mace-mp-0", checkpoint=str(small_mace_path), dtype="float64"))
     rattled.calc = model.calculator
     assert summary["reference_energy_eV"] < rattled.get_potential_energy() - 1e-4
-    # raw and corrected start from the same relaxed structure, so E' = E there.
+    # Each variant relaxed on its own surface: the same minimum within the tolerance; and E' = E0
+    # at the corrected job's own relaxed start (its recorded reference energy).
     with h5py.File(tmp_path / "out" / "raw-T500K.h5") as raw, h5py.File(tmp_path / "out" / "corrected-T500K.h5") as cor:
-        np.testing.assert_array_equal(raw["particles/all/position/value"][0], cor["particles/all/position/value"][0])
-        assert raw["observables/potential_energy/value"][0] == pytest.approx(cor["observables/potential_energy/value"][0], abs=1e-9)
+        np.testing.assert_allclose(raw["particles/all/position/value"][0], cor["particles/all/position/value"][0], atol=0.05)
+        assert cor["observables/potential_energy/value"][0] == pytest.approx(
+            cor["parameters"].attrs["reference_energy_eV"], abs=1e-9)
+        assert raw["observables/potential_energy/value"][0] == pytest.approx(
+            raw["parameters"].attrs["reference_energy_eV"], abs=1e-9)
