@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 import yaml
 
 from driver.errors import InputError
-from driver.potential import ENERGY_FORCES, Potential, Results
 from driver.fit.trust import Trust, read_trust
+from driver.potential import ENERGY_FORCES, Potential, Results
 from driver.provenance import sha256_of_path
 
 if TYPE_CHECKING:
