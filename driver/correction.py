@@ -12,11 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from driver.errors import InputError
 from driver.potential import ENERGY_FORCES, Potential, Results
 from driver.provenance import sha256_of_path
+from driver.yaml_guard import load_yaml_file
 
 if TYPE_CHECKING:
     from driver.recipe import CorrectionSpec, ModelSpec
@@ -80,12 +79,7 @@ class SofteningScale:
 def read_correction_file(path: str | Path, model: ModelSpec | None = None) -> SofteningScale:
     """Read a correction file (as `driver fit` writes it) and check it suits the recipe's model."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read correction file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: YAML syntax error: {getattr(exc, 'problem', exc)}") from None
+    data = load_yaml_file(path, "correction file")
     if not isinstance(data, dict) or "softening_scale" not in data:
         raise InputError(f"{path}: softening_scale: is required")
     value = data["softening_scale"]
