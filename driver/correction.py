@@ -95,7 +95,29 @@ def read_correction_file(path: str | Path, model: ModelSpec | None = None) -> So
             f"{path}: model.name: fitted for {fitted_model.get('name')!r}, "
             f"but the recipe's model is {model.name!r}"
         )
+    if model is not None and fitted_model:
+        _check_fitted_weights(path, fitted_model, model)
     return SofteningScale(float(value), str(path), fitted_model, sha256_of_path(path))
+
+
+def _check_fitted_weights(path: Path, fitted: dict, model: ModelSpec) -> None:
+    """Before any model loads: a scale fitted for other weights (another variant, a fine-tuned
+    checkpoint, or the pretrained model when the recipe runs a checkpoint) is refused. The
+    loaded weights' sha256 is checked again after loading (SofteningScale.check_model)."""
+    variant = fitted.get("variant")
+    if variant is not None and model.variant is not None and variant != model.variant:
+        raise InputError(f"{path}: model.variant: fitted for {variant!r}, but the recipe's model is {model.variant!r}")
+    if "checkpoint" not in fitted:  # a hand-written file naming only the family
+        return
+    if (fitted["checkpoint"] is None) != (model.checkpoint is None):
+        fitted_for = "the pretrained weights" if fitted["checkpoint"] is None else f"checkpoint {fitted['checkpoint']}"
+        runs = "the pretrained weights" if model.checkpoint is None else f"checkpoint {model.checkpoint}"
+        raise InputError(f"{path}: model.checkpoint: fitted for {fitted_for}, but the recipe's model runs {runs}")
+    sha = fitted.get("weights_sha256")
+    if sha and model.checkpoint is not None and Path(model.checkpoint).is_file():
+        if sha256_of_path(model.checkpoint) != sha:
+            raise InputError(f"{path}: model.weights_sha256: fitted for weights {sha[:12]}…, the recipe's "
+                             f"checkpoint {model.checkpoint} has other weights")
 
 
 def resolve_softening_scale(spec: CorrectionSpec, model: ModelSpec) -> SofteningScale:

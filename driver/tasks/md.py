@@ -21,7 +21,7 @@ from pydantic import Field, field_validator
 from driver import interrupt
 from driver.checkpoint import MDState, capture, restore_atoms, restore_integrator
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
-from driver.errors import OutputError, SimulationError
+from driver.errors import InputError, OutputError, SimulationError
 from driver.jobs import Job
 from driver.output import H5MDWriter
 from driver.parallel import serial_comm
@@ -293,6 +293,12 @@ class MDTaskKind(Task):
 
     def plan(self, spec: MDTask, variants) -> list[Job]:
         return [Job(f"{variant}-T{t:g}K", variant, t) for variant in variants for t in spec.temperatures_K]
+
+    def check(self, spec: MDTask, atoms: Atoms, max_atoms: int) -> None:
+        super().check(spec, atoms, max_atoms)
+        if spec.ensemble.startswith("npt") and not atoms.pbc.all():
+            raise InputError(f"task.ensemble: {spec.ensemble} changes the cell under pressure; the structure is "
+                             f"not periodic in all three directions (pbc {atoms.pbc.tolist()})")
 
     def needs_stress(self, spec: MDTask) -> bool:
         return spec.ensemble.startswith("npt")

@@ -27,6 +27,7 @@ from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.parallel import serial_comm
 from driver.potential import Results
 from driver.relax import relax
+from driver.structure import check_min_distance
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.tasks import Prepared, Task
 from driver.tasks.neb_endpoints import InterstitialHop, VacancyHop, build_endpoints
@@ -245,6 +246,13 @@ class NEBTaskKind(Task):
         "spline_coordinate_A": "Angstrom",
         "spline_energies_eV": "eV",
     }
+
+    def check(self, spec: NEBTask, atoms: Atoms, max_atoms: int) -> None:
+        """Build the endpoints (cheap, model-free) and check them as the run would use them."""
+        super().check(spec, atoms, max_atoms)
+        initial, final, _ = build_endpoints(atoms, spec)
+        for name, endpoint in (("initial", initial), ("final", final)):
+            check_min_distance(endpoint, spec.min_distance_A, f"task: the {name} NEB endpoint's")
 
     def prepare(self, atoms: Atoms, spec: NEBTask) -> NEBPrepared:
         return prepare_endpoints(atoms, spec)

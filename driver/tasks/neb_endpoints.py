@@ -10,7 +10,7 @@ from ase.geometry import find_mic
 from pydantic import ConfigDict, Field
 
 from driver.errors import InputError
-from driver.schema import Float, Int, Strict, bounded
+from driver.schema import Strict, bounded
 from driver.structure import read_with_ase
 
 if TYPE_CHECKING:
@@ -26,7 +26,7 @@ class VacancyHop(Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
     species: str
     from_site: bounded(int, ge=0) = Field(alias="from")
-    to_site: Int | Literal["nearest"] = Field("nearest", alias="to")
+    to_site: bounded(int, ge=0) | Literal["nearest"] = Field("nearest", alias="to")
 
 
 class InterstitialHop(Strict):

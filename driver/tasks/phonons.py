@@ -19,9 +19,10 @@ from ase.dft.kpoints import parse_path_string
 from pydantic import Field, model_validator
 
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
-from driver.errors import SimulationError
+from driver.errors import InputError, SimulationError
 from driver.potential import Potential
 from driver.relax import CellRelaxSpec, relax
+from driver.structure import check_atom_count
 from driver.schema import Bool, Int, Strict, bounded
 from driver.tasks import Prepared, Share, Task, evaluate_here
 
@@ -262,6 +263,16 @@ class PhononTaskKind(Task):
         "force_constants_eV_A2": "eV Angstrom-2",
         "force_sets_eV_A": "eV Angstrom-1",
     }
+
+    def check(self, spec: PhononTask, atoms: Atoms, max_atoms: int) -> None:
+        super().check(spec, atoms, max_atoms)
+        if not atoms.pbc.all():
+            raise InputError(f"task.kind: phonons needs a structure periodic in all three directions "
+                             f"(pbc {atoms.pbc.tolist()})")
+        matrix = supercell_matrix(atoms, spec)
+        n_atoms = int(round(len(atoms) * abs(np.linalg.det(matrix))))
+        field = "supercell" if spec.supercell is not None else "supercell_min_length_A"
+        check_atom_count(n_atoms, max_atoms, f"task.{field}: the phonon supercell {matrix.tolist()} has")
 
     def prepare(self, atoms: Atoms, spec: PhononTask) -> Prepared:
         return prepare(atoms, spec)
