@@ -62,10 +62,10 @@ def bounded(kind: type = float, *, gt: float | None = None, ge: float | None = N
         for bound, broken, sign in ((gt, lambda b: not value > b, ">"), (ge, lambda b: not value >= b, ">="),
                                     (le, lambda b: not value <= b, "<=")):
             if bound is not None and broken(bound):
-                raise ValueError(f"must be {sign} {_number(bound)}, got {_number(value)} {allowed}")
+                raise ValueError(f"must be {sign} {_number(bound)}, got {value!r} {allowed}")
         if (warn_below is not None and value < warn_below) or (warn_above is not None and value > warn_above):
             usual = f"{_number(warn_below) if warn_below is not None else ''}..{_number(warn_above) if warn_above is not None else ''}"
-            log.warning("warning: %s = %s%s is outside the usual %s%s%s", name, _number(value), suffix, usual,
+            log.warning("warning: %s = %r%s is outside the usual %s%s%s", name, value, suffix, usual,
                         suffix, f" ({why})" if why else "")
         return value
 
