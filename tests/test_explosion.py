@@ -15,16 +15,21 @@ def _job(folder):
     return json.loads((folder / "out" / "summary.json").read_text())["jobs"][0]
 
 
-def test_runaway_temperature_stops_the_job(tmp_path, capsys):
-    """NVE with a 10 fs step (the largest a recipe takes) on CHGNet silicon at 3000 K heats up within a few steps."""
-    recipe = write_recipe(tmp_path, task={"ensemble": "nve", "timestep_fs": 10.0, "steps": 400, "temperature_K": 3000},
+def test_runaway_temperature_stops_the_job(tmp_path, capsys, emt_family):
+    """NVE with a 10 fs step (the largest a recipe takes) from strongly rattled EMT copper at 100 K:
+    the potential energy released heats it past 5 x the target within a few steps."""
+    atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
+    atoms.rattle(0.3, seed=2)
+    atoms.write(tmp_path / "hot.extxyz")
+    recipe = write_recipe(tmp_path, structure={"file": str(tmp_path / "hot.extxyz")}, model={"name": "emt", "dtype": "float64"},
+                          task={"ensemble": "nve", "timestep_fs": 10.0, "steps": 400, "temperature_K": 100},
                           output={"write_every": 1})
     assert main(["run", str(recipe)]) == 1
     job = _job(tmp_path)
     assert job["status"] == "failed"
-    assert "exploded: temperature" in job["error"] and "exceeds 5 x the target 3000 K" in job["error"]
+    assert "exploded: temperature" in job["error"] and "exceeds 5 x the target 100 K" in job["error"]
     assert "exploded" in capsys.readouterr().out
-    with h5py.File(tmp_path / "out" / "raw-T3000K.h5", "r") as handle:
+    with h5py.File(tmp_path / "out" / "raw-T100K.h5", "r") as handle:
         frames = handle["particles/all/position/value"].shape[0]
         assert handle.attrs["status"] == "failed"
         assert handle["observables/temperature/value"].shape[0] == frames
