@@ -104,7 +104,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from driver.sample import check_options, sample, write_candidates
     from driver.structure import load_structure
 
-    check_options(args.rattle, args.md_temperature)
+    check_options(args.rattle, args.md_temperature, args.timestep_fs)
     structure_path = Path(args.structure)
     if not structure_path.is_file():
         raise InputError(f"{structure_path}: structure file not found")

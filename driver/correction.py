@@ -76,6 +76,9 @@ class SofteningScale:
             )
 
 
+MAX_SOFTENING_SCALE = 5.0  # as the recipe's correction.scale (driver.recipe.CorrectionSpec)
+
+
 def read_correction_file(path: str | Path, model: ModelSpec | None = None) -> SofteningScale:
     """Read a correction file (as `driver fit` writes it) and check it suits the recipe's model."""
     path = Path(path)
@@ -85,6 +88,9 @@ def read_correction_file(path: str | Path, model: ModelSpec | None = None) -> So
     value = data["softening_scale"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise InputError(f"{path}: softening_scale: must be a number > 0, got {value!r}")
+    if value > MAX_SOFTENING_SCALE:
+        raise InputError(f"{path}: softening_scale: must be <= {MAX_SOFTENING_SCALE:g}, got {value!r} "
+                         f"(allowed: 0 < softening_scale <= {MAX_SOFTENING_SCALE:g}, as correction.scale)")
     fitted_model = data.get("model")
     if isinstance(fitted_model, str):
         fitted_model = {"name": fitted_model}

@@ -12,6 +12,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from driver.correction import MAX_SOFTENING_SCALE
 from driver.errors import InputError
 from driver.schema import Bool, Int, Strict, bounded, resolve_existing
 from driver.tasks import task_kinds, tasks
@@ -95,7 +96,7 @@ class ModelSpec(Strict):
 class CorrectionSpec(Strict):
     """The softening correction: a scale given inline, or a file written by `driver fit`."""
 
-    scale: bounded(gt=0, le=5, warn_below=0.3, warn_above=1.5,
+    scale: bounded(gt=0, le=MAX_SOFTENING_SCALE, warn_below=0.3, warn_above=1.5,
                    why="fitted scales of uMLIPs lie near 0.6-1.0") | None = None
     file: str | None = None
 

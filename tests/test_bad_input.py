@@ -266,3 +266,9 @@ def test_resume_on_a_folder_from_another_recipe(tmp_path, capsys, emt_family):
 
 def test_shipped_structure_still_validates(tmp_path, capsys):
     assert validate(capsys, write_recipe(tmp_path, structure={"file": str(SI_CIF)}))[0] == 0
+
+
+def test_correction_file_scale_is_bounded_like_the_recipes(tmp_path, capsys):
+    (tmp_path / "correction.yaml").write_text("softening_scale: 1.0e+30\n")
+    recipe = write_recipe(tmp_path, correction={"file": "correction.yaml"})
+    assert_one_line_error(capsys, recipe, "softening_scale: must be <= 5, got 1e+30")
