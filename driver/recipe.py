@@ -6,6 +6,7 @@ be moved together. Every validation failure becomes one `InputError` naming the 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -17,6 +18,8 @@ from driver.errors import InputError
 from driver.schema import Bool, Int, Strict, bounded, resolve_existing
 from driver.tasks import task_kinds, tasks
 from driver.yaml_guard import GuardedLoader, read_yaml_file
+
+log = logging.getLogger(__name__)
 
 # Each task kind's `task:` block is declared by its own module (driver.tasks); the recipe takes
 # any of them, told apart by `kind`.
@@ -273,8 +276,9 @@ def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
     """Validate an already-parsed recipe mapping; `source` names it in error messages."""
     if not isinstance(data, dict):
         raise InputError(f"{source}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    warnings: list[str] = []  # unusual but allowed values; told only for a valid recipe (an invalid one is one line)
     try:
-        recipe = Recipe.model_validate(data, context={"base_dir": str(base_dir)})
+        recipe = Recipe.model_validate(data, context={"base_dir": str(base_dir), "warnings": warnings})
     except ValidationError as exc:
         errors = _merge_union_errors(exc.errors(), data)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
@@ -282,6 +286,8 @@ def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
     problem = unsupported_dtype(recipe.model)
     if problem is not None:
         raise InputError(f"{source}: {problem}")
+    for warning in warnings:
+        log.warning("%s: warning: %s", source, warning)
     return recipe
 
 

@@ -65,8 +65,12 @@ def bounded(kind: type = float, *, gt: float | None = None, ge: float | None = N
                 raise ValueError(f"must be {sign} {_number(bound)}, got {value!r} {allowed}")
         if (warn_below is not None and value < warn_below) or (warn_above is not None and value > warn_above):
             usual = f"{_number(warn_below) if warn_below is not None else ''}..{_number(warn_above) if warn_above is not None else ''}"
-            log.warning("warning: %s = %r%s is outside the usual %s%s%s", name, value, suffix, usual,
-                        suffix, f" ({why})" if why else "")
+            warning = f"{name} = {value!r}{suffix} is outside the usual {usual}{suffix}{f' ({why})' if why else ''}"
+            pending = (info.context or {}).get("warnings")
+            if pending is not None:  # parse_recipe logs them once the whole recipe is valid
+                pending.append(warning)
+            else:
+                log.warning("warning: %s", warning)
         return value
 
     return Annotated[kind, StrictType(), AfterValidator(check)]

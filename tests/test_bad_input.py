@@ -272,3 +272,9 @@ def test_correction_file_scale_is_bounded_like_the_recipes(tmp_path, capsys):
     (tmp_path / "correction.yaml").write_text("softening_scale: 1.0e+30\n")
     recipe = write_recipe(tmp_path, correction={"file": "correction.yaml"})
     assert_one_line_error(capsys, recipe, "softening_scale: must be <= 5, got 1e+30")
+
+
+def test_a_warning_never_adds_a_line_to_an_error(tmp_path, capsys, caplog):
+    recipe = write_recipe(tmp_path, task={"timestep_fs": 7.0, "steps": 0})
+    assert_one_line_error(capsys, recipe, "task.steps: must be >= 1, got 0")
+    assert "timestep_fs" not in caplog.text  # logged (to stderr) only for a recipe that validates
