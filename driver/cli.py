@@ -20,16 +20,16 @@ EXIT_INTERRUPTED = 130
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from driver.correction import resolve_softening_scale
+    from driver.jobs import plan_jobs
     from driver.recipe import load_recipe
-    from driver.structure import load_structure
+    from driver.runner import check_inputs
 
     for path in args.recipes:
         recipe, _ = load_recipe(path)
-        atoms = load_structure(recipe.structure)
-        if recipe.correction is not None:
-            resolve_softening_scale(recipe.correction, recipe.model)
-        from driver.jobs import plan_jobs
+        try:
+            atoms, _ = check_inputs(recipe)
+        except InputError as exc:
+            raise InputError(f"{path}: {exc}") from None
 
         jobs = ", ".join(job.name for job in plan_jobs(recipe))
         print(f"{path}: ok ({atoms.get_chemical_formula()}, {len(atoms)} atoms, {recipe.model.name}; jobs: {jobs})")
@@ -109,7 +109,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     from driver.sample import check_options, sample, write_candidates
     from driver.structure import load_structure
 
-    check_options(args.rattle, args.md_temperature)
+    check_options(args.rattle, args.md_temperature, args.timestep_fs)
     structure_path = Path(args.structure)
     if not structure_path.is_file():
         raise InputError(f"{structure_path}: structure file not found")

@@ -12,12 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import yaml
-
 from driver.errors import InputError
 from driver.fit.trust import Trust, read_trust
 from driver.potential import ENERGY_FORCES, Potential, Results
 from driver.provenance import sha256_of_path
+from driver.yaml_guard import load_yaml_file
 
 if TYPE_CHECKING:
     from driver.recipe import CorrectionSpec, ModelSpec
@@ -85,20 +84,21 @@ class SofteningScale:
             )
 
 
+MAX_SOFTENING_SCALE = 5.0  # as the recipe's correction.scale (driver.recipe.CorrectionSpec)
+
+
 def read_correction_file(path: str | Path, model: ModelSpec | None = None) -> SofteningScale:
     """Read a correction file (as `driver fit` writes it) and check it suits the recipe's model."""
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read correction file: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: YAML syntax error: {getattr(exc, 'problem', exc)}") from None
+    data = load_yaml_file(path, "correction file")
     if not isinstance(data, dict) or "softening_scale" not in data:
         raise InputError(f"{path}: softening_scale: is required")
     value = data["softening_scale"]
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise InputError(f"{path}: softening_scale: must be a number > 0, got {value!r}")
+    if value > MAX_SOFTENING_SCALE:
+        raise InputError(f"{path}: softening_scale: must be <= {MAX_SOFTENING_SCALE:g}, got {value!r} "
+                         f"(allowed: 0 < softening_scale <= {MAX_SOFTENING_SCALE:g}, as correction.scale)")
     fitted_model = data.get("model")
     if isinstance(fitted_model, str):
         fitted_model = {"name": fitted_model}
@@ -109,7 +109,29 @@ def read_correction_file(path: str | Path, model: ModelSpec | None = None) -> So
             f"{path}: model.name: fitted for {fitted_model.get('name')!r}, "
             f"but the recipe's model is {model.name!r}"
         )
+    if model is not None and fitted_model:
+        _check_fitted_weights(path, fitted_model, model)
     return SofteningScale(float(value), str(path), fitted_model, sha256_of_path(path), read_trust(data, str(path)))
+
+
+def _check_fitted_weights(path: Path, fitted: dict, model: ModelSpec) -> None:
+    """Before any model loads: a scale fitted for other weights (another variant, a fine-tuned
+    checkpoint, or the pretrained model when the recipe runs a checkpoint) is refused. The
+    loaded weights' sha256 is checked again after loading (SofteningScale.check_model)."""
+    variant = fitted.get("variant")
+    if variant is not None and model.variant is not None and variant != model.variant:
+        raise InputError(f"{path}: model.variant: fitted for {variant!r}, but the recipe's model is {model.variant!r}")
+    if "checkpoint" not in fitted:  # a hand-written file naming only the family
+        return
+    if (fitted["checkpoint"] is None) != (model.checkpoint is None):
+        fitted_for = "the pretrained weights" if fitted["checkpoint"] is None else f"checkpoint {fitted['checkpoint']}"
+        runs = "the pretrained weights" if model.checkpoint is None else f"checkpoint {model.checkpoint}"
+        raise InputError(f"{path}: model.checkpoint: fitted for {fitted_for}, but the recipe's model runs {runs}")
+    sha = fitted.get("weights_sha256")
+    if sha and model.checkpoint is not None and Path(model.checkpoint).is_file():
+        if sha256_of_path(model.checkpoint) != sha:
+            raise InputError(f"{path}: model.weights_sha256: fitted for weights {sha[:12]}…, the recipe's "
+                             f"checkpoint {model.checkpoint} has other weights")
 
 
 def resolve_softening_scale(spec: CorrectionSpec, model: ModelSpec) -> SofteningScale:

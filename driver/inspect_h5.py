@@ -7,7 +7,7 @@ from pathlib import Path
 
 import h5py
 
-from driver.errors import InputError
+from driver.errors import InputError, first_line
 
 _LONG_ATTRIBUTES = {"recipe", "package_versions"}
 
@@ -30,7 +30,7 @@ def describe(path: str | Path) -> str:
     except FileNotFoundError:
         raise InputError(f"{path}: file not found") from None
     except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
+        raise InputError(f"{path}: not a readable HDF5 file ({first_line(exc)})") from None
     lines = []
     with handle:
         lines.append(f"{path}: status {handle.attrs.get('status', 'unknown')}")

@@ -53,9 +53,9 @@ def _reference_forces(atoms: Atoms, key: str | None) -> np.ndarray | None:
 def _reference_energy(atoms: Atoms, key: str | None) -> float | None:
     for name in ([key] if key else ENERGY_KEYS):
         if name in atoms.info:
-            return float(atoms.info[name])
+            return _finite_energy(atoms.info[name], name)
     if key is None and atoms.calc is not None and "energy" in atoms.calc.results:
-        return float(atoms.calc.results["energy"])
+        return _finite_energy(atoms.calc.results["energy"], "energy")
     return None
 
 
@@ -153,18 +153,35 @@ def read_neb_labels(folder: Path, images: list[Path], energy_key: str | None,
 
 
 def _labelled(atoms: Atoms, path: Path, what: str, energy_key: str | None, forces_key: str | None) -> LabelledStructure:
-    forces = _reference_forces(atoms, forces_key)
+    try:
+        forces = _reference_forces(atoms, forces_key)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: {what}: reference forces are not numbers") from None
     if forces is None:
         wanted = f"array {forces_key!r}" if forces_key else f"forces ({', '.join(FORCE_KEYS)} or calculator results)"
         raise InputError(f"{path}: {what}: no reference {wanted}")
     if forces.shape != (len(atoms), 3) or not np.isfinite(forces).all():
         raise InputError(f"{path}: {what}: reference forces must be finite, shape ({len(atoms)}, 3)")
-    energy = _reference_energy(atoms, energy_key)
+    try:
+        energy = _reference_energy(atoms, energy_key)
+    except InputError as exc:
+        raise InputError(f"{path}: {what}: {exc}") from None
     if energy_key and energy is None:
         raise InputError(f"{path}: {what}: no reference energy {energy_key!r} in its info")
     bare = atoms.copy()
     bare.calc = None
     return LabelledStructure(bare, forces, energy, f"{path}:{what}")
+
+
+def _finite_energy(value, name: str) -> float:
+    """A reference energy as a finite float; anything else is an InputError (its frame is added by the caller)."""
+    try:
+        energy = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"reference energy {name!r} must be a number, got {value!r}") from None
+    if not np.isfinite(energy):
+        raise InputError(f"reference energy {name!r} must be finite, got {energy!r}")
+    return energy
 
 
 def read_labels(files: Sequence[str | Path], energy_key: str | None = None, forces_key: str | None = None,

@@ -6,16 +6,20 @@ be moved together. Every validation failure becomes one `InputError` naming the 
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from driver.correction import MAX_SOFTENING_SCALE
 from driver.errors import InputError
-from driver.schema import Strict, resolve_existing
+from driver.schema import Bool, Int, Strict, bounded, resolve_existing
 from driver.tasks import task_kinds, tasks
+from driver.yaml_guard import GuardedLoader, read_yaml_file
+
+log = logging.getLogger(__name__)
 
 # Each task kind's `task:` block is declared by its own module (driver.tasks); the recipe takes
 # any of them, told apart by `kind`.
@@ -24,12 +28,18 @@ Task = Annotated[Union[tuple(task.spec for task in tasks().values())], Field(dis
 
 
 
+MAX_ATOMS = 20_000  # structure.max_atoms's default: beyond it a run on CPU takes days per step batch
+
+
 class StructureSpec(Strict):
     """The starting structure: any file ASE reads, optionally repeated into a supercell."""
 
     file: str
-    index: int = Field(-1, description="frame to take from a multi-frame file")
-    supercell: tuple[int, int, int] | None = None
+    index: Int = Field(-1, description="frame to take from a multi-frame file")
+    supercell: tuple[Int, Int, Int] | None = None
+    max_atoms: bounded(int, ge=1, le=10**7) = Field(
+        MAX_ATOMS, description="refuse a structure (after `supercell`) or a phonon supercell with more atoms; "
+        "raise it on purpose for a larger one")
 
     @field_validator("file")
     @classmethod
@@ -41,6 +51,8 @@ class StructureSpec(Strict):
     def _positive_repeats(cls, value):
         if value is not None and min(value) < 1:
             raise ValueError(f"repeats must be >= 1, got {list(value)}")
+        if value is not None and max(value) > 1000:
+            raise ValueError(f"repeats must be <= 1000, got {list(value)}")
         return value
 
 
@@ -87,7 +99,8 @@ class ModelSpec(Strict):
 class CorrectionSpec(Strict):
     """The softening correction: a scale given inline, or a file written by `driver fit`."""
 
-    scale: float | None = Field(None, gt=0)
+    scale: bounded(gt=0, le=MAX_SOFTENING_SCALE, warn_below=0.3, warn_above=1.5,
+                   why="fitted scales of uMLIPs lie near 0.6-1.0") | None = None
     file: str | None = None
 
     @field_validator("file")
@@ -106,20 +119,20 @@ class OutputSpec(Strict):
     """Where and how often results are written; datasets are chunked and extended as frames come."""
 
     directory: str | None = Field(None, description="default: runs/<name> in the working folder")
-    write_every: int = Field(10, ge=1, description="MD steps between stored frames")
-    flush_every: int = Field(10, ge=1, description="stored frames between flushes to disk")
-    checkpoint_every: int = Field(100, ge=1, description="MD steps between restart checkpoints (driver run --resume)")
+    write_every: bounded(int, ge=1, le=10**9) = Field(10, description="MD steps between stored frames")
+    flush_every: bounded(int, ge=1, le=10**6) = Field(10, description="stored frames between flushes to disk")
+    checkpoint_every: bounded(int, ge=1, le=10**9) = Field(100, description="MD steps between restart checkpoints (driver run --resume)")
     compression: Literal["gzip", "lzf"] | None = None
-    forces: bool = True
-    velocities: bool = True
+    forces: Bool = True
+    velocities: Bool = True
 
 
 class RunSpec(Strict):
     """How the jobs of a run are executed (not what they compute)."""
 
-    batch_replicas: bool = Field(False, description="integrate this rank's MD jobs side by side, all replicas "
+    batch_replicas: Bool = Field(False, description="integrate this rank's MD jobs side by side, all replicas "
                                  "evaluated in one batched model call per step (driver.replicas)")
-    share_structures: bool = Field(False, description="under MPI, every rank runs every NEB or phonon job "
+    share_structures: Bool = Field(False, description="under MPI, every rank runs every NEB or phonon job "
                                    "together, each evaluating its share of the images or displaced "
                                    "supercells; rank 0 writes the files (World.map_shared)")
 
@@ -129,7 +142,7 @@ class Recipe(Strict):
     structure: StructureSpec
     model: ModelSpec
     correction: CorrectionSpec | None = None
-    compare: bool = False
+    compare: Bool = False
     task: Task
     output: OutputSpec = OutputSpec()
     run: RunSpec = RunSpec()
@@ -138,6 +151,15 @@ class Recipe(Strict):
     def _compare_needs_correction(self) -> Recipe:
         if self.compare and self.correction is None:
             raise ValueError("compare: true needs a correction to compare against")
+        return self
+
+    @model_validator(mode="after")
+    def _strides_within_steps(self) -> Recipe:
+        """An output stride given on purpose must fit the run it strides (defaults may exceed short runs)."""
+        steps = getattr(self.task, "steps", None)
+        for name in ("write_every", "checkpoint_every"):
+            if steps is not None and name in self.output.model_fields_set and getattr(self.output, name) > steps:
+                raise ValueError(f"output.{name}: must be <= task.steps ({steps}), got {getattr(self.output, name)}")
         return self
 
     @model_validator(mode="after")
@@ -156,6 +178,10 @@ class Recipe(Strict):
 
 
 _TYPE_PHRASES = {
+    "int_type": lambda e: "must be an integer",
+    "float_type": lambda e: "must be a number",
+    "bool_type": lambda e: "must be true or false",
+    "string_type": lambda e: "must be a string",
     "greater_than": lambda e: f"must be > {e['ctx']['gt']:g}",
     "greater_than_equal": lambda e: f"must be >= {e['ctx']['ge']:g}",
     "finite_number": lambda e: "must be a finite number",
@@ -250,8 +276,9 @@ def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
     """Validate an already-parsed recipe mapping; `source` names it in error messages."""
     if not isinstance(data, dict):
         raise InputError(f"{source}: a recipe must be a mapping of keys, got {type(data).__name__}")
+    warnings: list[str] = []  # unusual but allowed values; told only for a valid recipe (an invalid one is one line)
     try:
-        recipe = Recipe.model_validate(data, context={"base_dir": str(base_dir)})
+        recipe = Recipe.model_validate(data, context={"base_dir": str(base_dir), "warnings": warnings})
     except ValidationError as exc:
         errors = _merge_union_errors(exc.errors(), data)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
@@ -259,6 +286,8 @@ def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
     problem = unsupported_dtype(recipe.model)
     if problem is not None:
         raise InputError(f"{source}: {problem}")
+    for warning in warnings:
+        log.warning("%s: warning: %s", source, warning)
     return recipe
 
 
@@ -270,39 +299,11 @@ def unsupported_dtype(spec: ModelSpec) -> str | None:
     return family(spec.name).unsupported_dtype(spec.dtype)
 
 
-class _RecipeLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error, not a silent overwrite."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: set = set()
-        for key_node, _ in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                continue  # `<<: *anchor` merges; explicit keys may override merged ones
-            key = self.construct_object(key_node, deep=True)
-            try:
-                duplicate = key in seen
-                seen.add(key)
-            except TypeError:
-                continue  # unhashable: SafeLoader reports it
-            if duplicate:
-                raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        return super().construct_mapping(node, deep=deep)
+_RecipeLoader = GuardedLoader  # the recipe's YAML rules are every driver YAML's (driver.yaml_guard)
 
 
 def load_recipe(path: str | os.PathLike) -> tuple[Recipe, str]:
     """Read and validate a recipe file; returns the recipe and its text (kept as provenance)."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise InputError(f"{path}: recipe file not found") from None
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read recipe: {exc.strerror}") from None
-    try:
-        data = yaml.load(text, Loader=_RecipeLoader)  # noqa: S506 (a SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise InputError(f"{path}: {where}YAML syntax error: {problem}") from None
+    data, text = read_yaml_file(path, "recipe file")
     return parse_recipe(data, str(path), path.parent), text

@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from ase import Atoms
 from ase.filters import FrechetCellFilter
 from ase.optimize import FIRE
-from pydantic import Field
 
 from driver.parallel import serial_comm
-from driver.schema import Strict
+from driver.schema import Bool, Strict, bounded
 
 log = logging.getLogger(__name__)
 
@@ -20,16 +19,16 @@ log = logging.getLogger(__name__)
 class RelaxSpec(Strict):
     """Relaxation of positions (cell fixed) before dynamics."""
 
-    fmax_eV_A: float = Field(0.05, gt=0)
-    max_steps: int = Field(200, ge=1)
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.05
+    max_steps: bounded(int, ge=1, le=10**7) = 200
 
 
 class CellRelaxSpec(Strict):
     """Relaxation of positions and, by default, the cell (FIRE on ASE's FrechetCellFilter)."""
 
-    fmax_eV_A: float = Field(0.01, gt=0)
-    max_steps: int = Field(500, ge=1)
-    relax_cell: bool = True
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.01
+    max_steps: bounded(int, ge=1, le=10**7) = 500
+    relax_cell: Bool = True
 
 
 @dataclass(frozen=True)

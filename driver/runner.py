@@ -190,6 +190,16 @@ def write_summary(out_dir: Path, recipe: Recipe, started: str, jobs: list[dict],
     return path
 
 
+def check_inputs(recipe: Recipe) -> tuple[Atoms, SofteningScale | None]:
+    """Everything about a recipe that can be checked without the model, as `driver validate`
+    checks it and the run does before loading the model: the structure (readable, not too large),
+    the task against the structure (Task.check), the correction file against the model."""
+    structure = load_structure(recipe.structure)
+    task_for(recipe.task.kind).check(recipe.task, structure, recipe.structure.max_atoms)
+    correction = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
+    return structure, correction
+
+
 def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwrite: bool = False,
                world: World | None = None, resume: bool = False) -> RunReport:
     """Every rank loads the model and runs its share of the jobs; rank 0 writes summary.json."""
@@ -210,14 +220,13 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
                           for job in mine}
     # Input errors are the same on every rank; anything else (one GPU out of memory) stops all.
     with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
-        correction = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
+        structure, correction = check_inputs(recipe)  # all of `driver validate`, before the model loads
         model = load_model(recipe.model, world.local_rank)
         if correction is not None:
             correction.check_model(model.weights_sha256)
             if world.root:  # the fit's verdict, in the console and the run log, before any job starts
                 for line in correction.warning_lines():
                     log.warning("WARNING: %s", line)
-        structure = load_structure(recipe.structure)
     to_run = [job for job in mine if on_disk_by_job[job.name].action != "skip"]
     with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
         starts = {variant: prepare_start(variant, structure, model, correction, task, recipe.task)

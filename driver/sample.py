@@ -104,12 +104,17 @@ def write_candidates(selected: list[Candidate], out_dir: Path) -> tuple[Path, Pa
     return xyz, vasp_dir
 
 
-def check_options(amplitudes_A: Sequence[float], md_temperature_K: float | None) -> None:
-    """Before any model is loaded: bad options fail in a second, not after the load."""
-    if any(a <= 0 for a in amplitudes_A):
-        raise InputError(f"--rattle: amplitudes must be > 0, got {list(amplitudes_A)}")
-    if md_temperature_K is not None and md_temperature_K <= 0:
-        raise InputError(f"--md-temperature: must be > 0, got {md_temperature_K:g}")
+def check_options(amplitudes_A: Sequence[float], md_temperature_K: float | None, timestep_fs: float = 2.0) -> None:
+    """Before any model is loaded: bad options fail in a second, not after the load (the MD
+    task's own bounds, driver.tasks.md)."""
+    from driver.tasks.md import MAX_TEMPERATURE_K, MAX_TIMESTEP_FS
+
+    if any(not 0 < a <= 5 for a in amplitudes_A):
+        raise InputError(f"--rattle: amplitudes must be > 0 and <= 5 Å, got {list(amplitudes_A)}")
+    if md_temperature_K is not None and not 0 < md_temperature_K <= MAX_TEMPERATURE_K:
+        raise InputError(f"--md-temperature: must be > 0 and <= {MAX_TEMPERATURE_K:g} K, got {md_temperature_K:g}")
+    if not 0 < timestep_fs <= MAX_TIMESTEP_FS:
+        raise InputError(f"--timestep-fs: must be > 0 and <= {MAX_TIMESTEP_FS:g} fs, got {timestep_fs:g}")
     if not amplitudes_A and md_temperature_K is None:
         raise InputError("no candidates: give --rattle amplitudes and/or --md-temperature")
 

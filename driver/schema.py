@@ -1,12 +1,28 @@
-"""What every recipe section's schema shares: strict keys, finite numbers, paths resolved
-against the recipe's folder. The recipe (driver.recipe) and each task's own spec build on it."""
+"""What every recipe section's schema shares: strict keys, strict types, bounded finite numbers,
+paths resolved against the recipe's folder. The recipe (driver.recipe) and each task's own spec
+build on it.
+
+Fields use Float, Int and Bool (or `bounded(...)`), never bare float/int/bool: pydantic's lax
+mode reads YAML's `true` as 1, "1e3" as a number and 10.0 as an integer. Here a boolean is never
+a number, a number never a boolean, a string never either, and an integer field takes integers
+only (a float field takes integers too).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import Strict as StrictType
+
+log = logging.getLogger("driver.recipe")
+
+Float = Annotated[float, StrictType()]
+Int = Annotated[int, StrictType()]
+Bool = Annotated[bool, StrictType()]
 
 
 class Strict(BaseModel):
@@ -25,3 +41,36 @@ def resolve_existing(value: str | None, info: ValidationInfo, what: str) -> str 
     if not path.exists():
         raise ValueError(f"{what} not found: {path}")
     return str(path.resolve())
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def bounded(kind: type = float, *, gt: float | None = None, ge: float | None = None, le: float | None = None,
+            unit: str = "", warn_below: float | None = None, warn_above: float | None = None, why: str = ""):
+    """A strict number within physical or practical bounds. A value outside is refused with the
+    violated bound and the whole allowed range ("must be <= 10, got 1e+30 (allowed: 0 < timestep_fs
+    <= 10 fs)"); one outside the warn_* limits validates with a warning saying why."""
+    suffix = f" {unit}" if unit else ""
+
+    def check(value, info: ValidationInfo):
+        name = info.field_name or "value"
+        low = f"{_number(gt)} < " if gt is not None else f"{_number(ge)} <= " if ge is not None else ""
+        high = f" <= {_number(le)}" if le is not None else ""
+        allowed = f"(allowed: {low}{name}{high}{suffix})"
+        for bound, broken, sign in ((gt, lambda b: not value > b, ">"), (ge, lambda b: not value >= b, ">="),
+                                    (le, lambda b: not value <= b, "<=")):
+            if bound is not None and broken(bound):
+                raise ValueError(f"must be {sign} {_number(bound)}, got {value!r} {allowed}")
+        if (warn_below is not None and value < warn_below) or (warn_above is not None and value > warn_above):
+            usual = f"{_number(warn_below) if warn_below is not None else ''}..{_number(warn_above) if warn_above is not None else ''}"
+            warning = f"{name} = {value!r}{suffix} is outside the usual {usual}{suffix}{f' ({why})' if why else ''}"
+            pending = (info.context or {}).get("warnings")
+            if pending is not None:  # parse_recipe logs them once the whole recipe is valid
+                pending.append(warning)
+            else:
+                log.warning("warning: %s", warning)
+        return value
+
+    return Annotated[kind, StrictType(), AfterValidator(check)]

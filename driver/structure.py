@@ -31,5 +31,29 @@ def load_structure(spec: StructureSpec) -> Atoms:
         raise InputError(f"{spec.file}: structure.file: periodic structure without a cell")
     atoms.calc = None
     if spec.supercell is not None:
+        n_atoms = len(atoms) * int(np.prod(spec.supercell))
+        check_atom_count(n_atoms, spec.max_atoms, f"{spec.file}: structure.supercell: {list(spec.supercell)} makes")
         atoms = atoms.repeat(spec.supercell)
+    else:
+        check_atom_count(len(atoms), spec.max_atoms, f"{spec.file}: structure.file: holds")
     return atoms
+
+
+def check_atom_count(n_atoms: int, max_atoms: int, what: str) -> None:
+    """Refuse a structure larger than structure.max_atoms (raised in the recipe on purpose)."""
+    if n_atoms > max_atoms:
+        raise InputError(f"{what} {n_atoms} atoms, more than structure.max_atoms = {max_atoms}; "
+                         "raise structure.max_atoms on purpose to run it")
+
+
+def check_min_distance(atoms: Atoms, min_distance_A: float, what: str) -> None:
+    """Refuse a structure with two atoms (or an atom and a periodic image) closer than min_distance_A."""
+    from ase.neighborlist import neighbor_list
+
+    if len(atoms) == 0:
+        return
+    i, j, d = neighbor_list("ijd", atoms, min_distance_A)
+    if len(d):
+        k = int(np.argmin(d))
+        pair = f"atoms {i[k]} and {j[k]}" if i[k] != j[k] else f"atom {i[k]} and its periodic image"
+        raise InputError(f"{what}: {pair} are {d[k]:.3f} Å apart, closer than min_distance_A = {min_distance_A:g} Å")

@@ -216,4 +216,5 @@ def test_cli_process_exit_code_and_no_traceback(tmp_path):
                             capture_output=True, text=True, cwd=ROOT)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines() == [f"error: {recipe}: task.temperature_K: must be > 0, got -5"]
+    assert result.stderr.strip().splitlines() == [f"error: {recipe}: task.temperature_K: must be > 0, got -5 "
+                                                  "(allowed: 0 < temperature_K <= 100000 K)"]

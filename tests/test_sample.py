@@ -62,6 +62,7 @@ def test_all_candidates_dropped_is_a_clear_error(tmp_path, capsys):
     (["missing.cif"], "missing.cif: structure file not found"),
     ([str(SI_CIF), "--rattle", "-0.1"], "--rattle: amplitudes must be > 0"),
     ([str(SI_CIF), "--rattle", "--md-temperature", "-5"], "--md-temperature: must be > 0"),
+    ([str(SI_CIF), "--md-temperature", "300", "--timestep-fs", "50"], "--timestep-fs: must be > 0 and <= 10 fs, got 50"),
 ])
 def test_bad_sample_input(tmp_path, capsys, args, expected):
     code = main(["sample", *args, "--model", "chgnet", "--out", str(tmp_path / "c")])

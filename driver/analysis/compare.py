@@ -19,7 +19,7 @@ import numpy as np
 from driver.analysis.diffusion import ArrheniusFit, arrhenius_fit
 from driver.analysis.md import MDAnalysis, analyze_md, default_charges
 from driver.correction import expected_ratio, raw_temperature_equivalent
-from driver.errors import InputError
+from driver.errors import InputError, first_line
 
 SUMMARY_NAME = "summary.json"
 REPORT_NAME = "report.md"
@@ -57,14 +57,20 @@ def _load_summary(out_dir: Path) -> list[dict]:
         raise InputError(f"{path}: not found; is {out_dir} the output folder of `driver run`?")
     try:
         jobs = json.loads(path.read_text())["jobs"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (json.JSONDecodeError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: not a driver summary ({type(exc).__name__}: {exc})") from None
+    if not isinstance(jobs, list) or not all(isinstance(job, dict) for job in jobs):
+        raise InputError(f"{path}: not a driver summary (its 'jobs' must be a list of job entries)")
     return jobs
 
 
 def _task_of(path: Path) -> str | None:
     """The task whose results the file holds; a trajectory without results is read as MD."""
-    with h5py.File(path, "r") as handle:
+    try:
+        handle = h5py.File(path, "r")
+    except OSError as exc:
+        raise InputError(f"{path}: not a readable HDF5 file ({first_line(exc)}); is it a job file of `driver run`?") from None
+    with handle:
         task = next((task for task in ("md", "neb", "phonons") if f"results/{task}" in handle), None)
         if task is None and handle.get("particles/all/position/value", np.empty((0,))).shape[0] > 1:
             task = "md"

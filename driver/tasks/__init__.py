@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb")
 
+DEFAULT_MIN_DISTANCE_A = 0.5
+
 Share = Callable[[Callable[[list], list], Sequence], list]
 
 
@@ -69,6 +71,16 @@ class Task:
     checkpoints: ClassVar[bool] = False  # --resume continues a job mid-way from its file
     batches_replicas: ClassVar[bool] = False  # run.batch_replicas: its jobs can step side by side
     shares_structures: ClassVar[bool] = False  # run.share_structures: a job's structures split over ranks
+
+    def check(self, spec, atoms: Atoms, max_atoms: int) -> None:
+        """Model-free checks of the task against its starting structure, raising InputError:
+        run by `driver validate` and by the runner before the model loads, so that nothing the
+        run would refuse later gets through validate. The default: no two atoms of the start
+        closer than the task's min_distance_A (0.5 Å where it has none)."""
+        from driver.structure import check_min_distance
+
+        check_min_distance(atoms, getattr(spec, "min_distance_A", DEFAULT_MIN_DISTANCE_A),
+                           "structure: the starting structure's")
 
     def plan(self, spec, variants: Sequence[str]) -> list[Job]:
         return [Job(variant, variant) for variant in variants]

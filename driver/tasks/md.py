@@ -21,16 +21,19 @@ from pydantic import Field, field_validator
 from driver import interrupt
 from driver.checkpoint import MDState, capture, restore_atoms, restore_integrator
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
-from driver.errors import OutputError, SimulationError
+from driver.errors import InputError, OutputError, SimulationError
 from driver.jobs import Job
 from driver.output import H5MDWriter
 from driver.parallel import serial_comm
 from driver.progress import Progress
 from driver.relax import RelaxSpec, relax
-from driver.schema import Strict
+from driver.schema import Float, Strict, bounded
 from driver.tasks import Prepared, Task
 
 log = logging.getLogger(__name__)
+
+MAX_TIMESTEP_FS = 10.0
+MAX_TEMPERATURE_K = 1e5
 
 Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk"]
 
@@ -40,20 +43,22 @@ class MDTask(Strict):
 
     kind: Literal["md"]
     ensemble: Ensemble = "nvt_langevin"
-    timestep_fs: float = Field(gt=0)
-    steps: int = Field(ge=1)
-    temperature_K: float | list[float]
-    seed: int = Field(0, ge=0, description="numpy RNG seed for velocities and thermostat noise")
-    friction_per_fs: float = Field(0.01, gt=0, description="Langevin friction")
-    tdamp_fs: float = Field(100.0, gt=0, description="thermostat time constant")
-    pressure_GPa: float = 0.0
-    pdamp_fs: float = Field(1000.0, gt=0, description="barostat time constant")
-    compressibility_per_GPa: float = Field(
-        0.01, gt=0, description="Berendsen barostat compressibility"
+    timestep_fs: bounded(gt=0, le=MAX_TIMESTEP_FS, unit="fs", warn_above=5,
+                         why="most integrators lose energy conservation above ~5 fs, sooner with H or Li")
+    steps: bounded(int, ge=1, le=10**9)
+    temperature_K: Float | list[Float]
+    seed: bounded(int, ge=0, le=2**32 - 1) = Field(0, description="numpy RNG seed for velocities and thermostat noise")
+    friction_per_fs: bounded(gt=0, le=10, unit="fs^-1") = Field(0.01, description="Langevin friction")
+    tdamp_fs: bounded(gt=0, le=10**6, unit="fs") = Field(100.0, description="thermostat time constant")
+    pressure_GPa: bounded(ge=-1000, le=1000, unit="GPa") = 0.0
+    pdamp_fs: bounded(gt=0, le=10**7, unit="fs") = Field(1000.0, description="barostat time constant")
+    compressibility_per_GPa: bounded(gt=0, le=10, unit="GPa^-1") = Field(
+        0.01, description="Berendsen barostat compressibility"
     )
     relax: RelaxSpec | None = None
-    min_distance_A: float = Field(0.5, gt=0, description="stop when two atoms come closer (explosion)")
-    max_temperature_factor: float = Field(5.0, gt=1, description="stop when T exceeds this x target")
+    min_distance_A: bounded(gt=0, le=5, unit="Å") = Field(
+        0.5, description="refuse a start with two atoms closer; stop MD when they come closer (explosion)")
+    max_temperature_factor: bounded(gt=1, le=1000) = Field(5.0, description="stop when T exceeds this x target")
 
     @field_validator("temperature_K", mode="before")
     @classmethod
@@ -72,9 +77,12 @@ class MDTask(Strict):
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ValueError("must list at least one temperature")
+        allowed = f"(allowed: 0 < temperature_K <= {MAX_TEMPERATURE_K:g} K)"
         for t in values:
             if not t > 0:
-                raise ValueError(f"must be > 0, got {t:g}")
+                raise ValueError(f"must be > 0, got {t:g} {allowed}")
+            if t > MAX_TEMPERATURE_K:
+                raise ValueError(f"must be <= {MAX_TEMPERATURE_K:g}, got {t:g} {allowed}")
         if len(set(values)) != len(values):
             raise ValueError(f"temperatures repeat: {values}")
         return value
@@ -285,6 +293,12 @@ class MDTaskKind(Task):
 
     def plan(self, spec: MDTask, variants) -> list[Job]:
         return [Job(f"{variant}-T{t:g}K", variant, t) for variant in variants for t in spec.temperatures_K]
+
+    def check(self, spec: MDTask, atoms: Atoms, max_atoms: int) -> None:
+        super().check(spec, atoms, max_atoms)
+        if spec.ensemble.startswith("npt") and not atoms.pbc.all():
+            raise InputError(f"task.ensemble: {spec.ensemble} changes the cell under pressure; the structure is "
+                             f"not periodic in all three directions (pbc {atoms.pbc.tolist()})")
 
     def needs_stress(self, spec: MDTask) -> bool:
         return spec.ensemble.startswith("npt")

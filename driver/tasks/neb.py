@@ -27,13 +27,17 @@ from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.parallel import serial_comm
 from driver.potential import Results
 from driver.relax import relax
-from driver.schema import Strict, resolve_existing
+from driver.schema import Bool, Strict, bounded, resolve_existing
+from driver.structure import check_min_distance
 from driver.tasks import Prepared, Task
 from driver.tasks.neb_endpoints import InterstitialHop, VacancyHop, build_endpoints
 
 log = logging.getLogger(__name__)
 
 Evaluator = Callable[[Sequence[Atoms]], list[Results]]
+
+
+MAX_IMAGES = 100
 
 
 class NEBTask(Strict):
@@ -43,20 +47,21 @@ class NEBTask(Strict):
     final: str | None = Field(None, description="final endpoint file; `structure` is then the initial one")
     vacancy_hop: VacancyHop | None = None
     interstitial_hop: InterstitialHop | None = None
-    relax_endpoints: bool = True
-    endpoint_fmax_eV_A: float = Field(0.02, gt=0)
-    endpoint_max_steps: int = Field(500, ge=1)
-    n_images: int = Field(5, ge=1, description="intermediate images")
+    relax_endpoints: Bool = True
+    endpoint_fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.02
+    endpoint_max_steps: bounded(int, ge=1, le=10**7) = 500
+    n_images: bounded(int, ge=1, le=MAX_IMAGES) = Field(5, description="intermediate images")
     interpolation: Literal["idpp", "linear"] = "idpp"
-    climb: bool = True
+    climb: Bool = True
     method: Literal["improvedtangent", "aseneb", "eb", "spline", "string"] = "improvedtangent"
     optimizer: Literal["fire", "bfgs", "ode"] = "fire"
-    fmax_eV_A: float = Field(0.05, gt=0)
-    max_steps: int = Field(500, ge=1)
-    spring_constant_eV_A2: float = Field(0.1, gt=0)
-    batched: bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.05
+    max_steps: bounded(int, ge=1, le=10**7) = 500
+    spring_constant_eV_A2: bounded(gt=0, le=100, unit="eV/Å^2") = 0.1
+    min_distance_A: bounded(gt=0, le=5, unit="Å") = Field(0.5, description="refuse endpoints with two atoms closer")
+    batched: Bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
                                            "iteration; auto: where that is faster (not CHGNet on CPU)")
-    batch_size: int | None = Field(None, ge=1)
+    batch_size: bounded(int, ge=1, le=10**5) | None = None
 
     @field_validator("final")
     @classmethod
@@ -241,6 +246,13 @@ class NEBTaskKind(Task):
         "spline_coordinate_A": "Angstrom",
         "spline_energies_eV": "eV",
     }
+
+    def check(self, spec: NEBTask, atoms: Atoms, max_atoms: int) -> None:
+        """Build the endpoints (cheap, model-free) and check them as the run would use them."""
+        super().check(spec, atoms, max_atoms)
+        initial, final, _ = build_endpoints(atoms, spec)
+        for name, endpoint in (("initial", initial), ("final", final)):
+            check_min_distance(endpoint, spec.min_distance_A, f"task: the {name} NEB endpoint's")
 
     def prepare(self, atoms: Atoms, spec: NEBTask) -> NEBPrepared:
         return prepare_endpoints(atoms, spec)

@@ -10,11 +10,14 @@ from ase.geometry import find_mic
 from pydantic import ConfigDict, Field
 
 from driver.errors import InputError
-from driver.schema import Strict
+from driver.schema import Strict, bounded
 from driver.structure import read_with_ase
 
 if TYPE_CHECKING:
     from driver.tasks.neb import NEBTask
+
+
+Fraction = bounded(ge=0, le=1)  # a fractional coordinate inside the cell
 
 
 class VacancyHop(Strict):
@@ -22,8 +25,8 @@ class VacancyHop(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
     species: str
-    from_site: int = Field(alias="from", ge=0)
-    to_site: int | Literal["nearest"] = Field("nearest", alias="to")
+    from_site: bounded(int, ge=0) = Field(alias="from")
+    to_site: bounded(int, ge=0) | Literal["nearest"] = Field("nearest", alias="to")
 
 
 class InterstitialHop(Strict):
@@ -31,8 +34,8 @@ class InterstitialHop(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
     species: str
-    from_fractional: tuple[float, float, float] = Field(alias="from")
-    to_fractional: tuple[float, float, float] = Field(alias="to")
+    from_fractional: tuple[Fraction, Fraction, Fraction] = Field(alias="from")
+    to_fractional: tuple[Fraction, Fraction, Fraction] = Field(alias="to")
 
 
 def nearest_same_species(atoms: Atoms, index: int) -> int:

@@ -19,33 +19,40 @@ from ase.dft.kpoints import parse_path_string
 from pydantic import Field, model_validator
 
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
-from driver.errors import SimulationError
+from driver.errors import InputError, SimulationError
 from driver.potential import Potential
 from driver.relax import CellRelaxSpec, relax
-from driver.schema import Strict
+from driver.schema import Bool, Int, Strict, bounded
+from driver.structure import check_atom_count
 from driver.tasks import Prepared, Share, Task, evaluate_here
 
 log = logging.getLogger(__name__)
+
+
+MeshDivisions = bounded(int, ge=1, le=1000)
+MeshLength = bounded(gt=0, le=1000, unit="Å")
 
 
 class PhononTask(Strict):
     """Harmonic phonons by finite displacements with phonopy; one job per variant."""
 
     kind: Literal["phonons"]
-    supercell: tuple[int, int, int] | tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]] | None = None
-    supercell_min_length_A: float | None = Field(None, gt=0)
-    displacement_A: float = Field(0.01, gt=0)
-    symmetry: bool = True
+    supercell: tuple[Int, Int, Int] | tuple[tuple[Int, Int, Int], tuple[Int, Int, Int], tuple[Int, Int, Int]] | None = None
+    supercell_min_length_A: bounded(gt=0, le=200, unit="Å") | None = None
+    displacement_A: bounded(gt=0, le=0.2, unit="Å", warn_below=0.001, warn_above=0.05,
+                            why="too small drowns in numerical noise, too large leaves the harmonic regime") = 0.01
+    symmetry: Bool = True
     primitive: Literal["auto", "unit_cell"] = "auto"
     relax: CellRelaxSpec | None = None
-    band_points: int = Field(51, ge=2, description="q-points per band-path segment")
-    mesh: tuple[int, int, int] | float = Field(30.0, description="DOS/thermal mesh: divisions or a length in Å")
-    t_min_K: float = Field(0.0, ge=0)
-    t_max_K: float = Field(1000.0, gt=0)
-    t_step_K: float = Field(10.0, gt=0)
-    imaginary_tolerance_THz: float = Field(0.05, gt=0)
-    batched: bool | Literal["auto"] = Field("auto", description="many supercells per model call; auto: where faster")
-    batch_size: int | None = Field(None, ge=1, description="displaced supercells per model call")
+    band_points: bounded(int, ge=2, le=10**4) = Field(51, description="q-points per band-path segment")
+    mesh: tuple[MeshDivisions, MeshDivisions, MeshDivisions] | MeshLength = Field(
+        30.0, description="DOS/thermal mesh: divisions or a length in Å")
+    t_min_K: bounded(ge=0, le=1e5, unit="K") = 0.0
+    t_max_K: bounded(gt=0, le=1e5, unit="K") = 1000.0
+    t_step_K: bounded(gt=0, le=1e5, unit="K") = 10.0
+    imaginary_tolerance_THz: bounded(gt=0, le=100, unit="THz") = 0.05
+    batched: Bool | Literal["auto"] = Field("auto", description="many supercells per model call; auto: where faster")
+    batch_size: bounded(int, ge=1, le=10**5) | None = Field(None, description="displaced supercells per model call")
 
     @model_validator(mode="after")
     def _one_supercell_rule(self) -> PhononTask:
@@ -256,6 +263,16 @@ class PhononTaskKind(Task):
         "force_constants_eV_A2": "eV Angstrom-2",
         "force_sets_eV_A": "eV Angstrom-1",
     }
+
+    def check(self, spec: PhononTask, atoms: Atoms, max_atoms: int) -> None:
+        super().check(spec, atoms, max_atoms)
+        if not atoms.pbc.all():
+            raise InputError(f"task.kind: phonons needs a structure periodic in all three directions "
+                             f"(pbc {atoms.pbc.tolist()})")
+        matrix = supercell_matrix(atoms, spec)
+        n_atoms = int(round(len(atoms) * abs(np.linalg.det(matrix))))
+        field = "supercell" if spec.supercell is not None else "supercell_min_length_A"
+        check_atom_count(n_atoms, max_atoms, f"task.{field}: the phonon supercell {matrix.tolist()} has")
 
     def prepare(self, atoms: Atoms, spec: PhononTask) -> Prepared:
         return prepare(atoms, spec)
