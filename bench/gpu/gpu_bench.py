@@ -39,19 +39,16 @@ import time
 import traceback
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("DRIVER_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from mace import modules as _mace_modules  # noqa: E402,F401  # isort: skip  (mace before e3nn)
+import glue  # noqa: E402
 import torch  # noqa: E402
 from ase import units  # noqa: E402
 from ase.build import bulk  # noqa: E402
 from ase.io import read  # noqa: E402
 from ase.md.verlet import VelocityVerlet  # noqa: E402
-
-import glue  # noqa: E402
 
 M3GNET_NAME = "M3GNet-MP-2021.2.8-PES"
 GRIDS = {
@@ -317,6 +314,16 @@ def section_ladder(rec: Record, budget: Budget, ladders: list, grid: dict, devic
         if model is None:
             continue
         result["device"] = model.device
+        try:  # the first calls of a fresh model (lazy init, kernels, allocator) are not a size effect
+            warm = si(grid["ladder_n"][0])
+            warm.calc = model.calculator
+            for seed in range(2):
+                warm.rattle(0.01, seed=seed)
+                warm.get_forces()
+            model.calculator.reset()
+        except Exception as exc:  # noqa: BLE001
+            rec.put("ladder", key, {"skipped": f"warm-up failed: {type(exc).__name__}: {str(exc)[:300]}"})
+            continue
         for n in grid["ladder_n"]:
             atoms = 8 * n**3
             left = ladder_end - time.monotonic()

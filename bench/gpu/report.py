@@ -53,6 +53,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", type=Path)
     parser.add_argument("--record", action="store_true", help="store it as bench/results.json's gpu_check")
+    parser.add_argument("--strict", action="store_true",
+                        help="exit 1 unless the run completed with no error other than out-of-memory (the rehearsal)")
+    parser.add_argument("--junit", type=Path, help="with --strict: pytest's JUnit report must show a passed test")
     args = parser.parse_args()
     if not args.json.is_file():
         print(f"gpu-check: {args.json} was not written", file=sys.stderr)
@@ -64,7 +67,38 @@ def main() -> int:
         from common import save_result  # noqa: PLC0415  (imports torch and mace: only when recording)
 
         save_result("gpu_check", data)
+    if args.strict:
+        problems = problems_in(data, args.junit)
+        for problem in problems:
+            print(f"gpu-check: {problem}", file=sys.stderr)
+        return 1 if problems else 0
     return 0
+
+
+def problems_in(data: dict, junit: Path | None) -> list[str]:
+    problems = [] if data.get("status") == "completed" else [f"status {data.get('status')!r}, not completed"]
+    problems += [f"error in {key}" for key in data.get("errors", {})]
+    for section in ("batched", "replicas", "overhead", "ladder"):
+        if not data.get(section):
+            problems.append(f"section {section}: no figure")
+        for key, row in data.get(section, {}).items():
+            if "error" in row and not row.get("oom"):
+                problems.append(f"{section} {key}: {row['error'][:200]}")
+            if section == "ladder" and "points" in row and not row["points"]:
+                problems.append(f"ladder {key}: no size ran ({row.get('stopped')})")
+    if junit is not None:
+        import xml.etree.ElementTree as ET
+
+        if not junit.is_file():
+            problems.append(f"{junit} was not written")
+        else:
+            suite = ET.parse(junit).getroot()
+            suite = suite if suite.tag == "testsuite" else suite.find("testsuite")
+            counts = {k: int(suite.get(k, 0)) for k in ("tests", "errors", "failures", "skipped")}
+            passed = counts["tests"] - counts["errors"] - counts["failures"] - counts["skipped"]
+            if counts["errors"] or counts["failures"] or passed < 1:
+                problems.append(f"GPU tests: {counts}, {passed} passed")
+    return problems
 
 
 if __name__ == "__main__":
