@@ -35,7 +35,8 @@ def main() -> int:
         import torch
 
         model = torch.load(built, weights_only=False)
-        info = {"description": MEDIUM_MACE_DESCRIPTION if args.size == "medium" else "small random-weight MACE (tests)",
+        info = {"description": MEDIUM_MACE_DESCRIPTION if args.size == "medium" else
+                "small random-weight ScaleShiftMACE of the tests (8x0e+8x1o, 2 interactions, r_max 4 Å)",
                 "size": args.size, "parameters": sum(p.numel() for p in model.parameters()),
                 "build_s": round(time.perf_counter() - start, 1)}
         args.path.with_suffix(".json").write_text(json.dumps(info) + "\n")

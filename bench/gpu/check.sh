@@ -9,7 +9,8 @@
 #
 # Env: OUT (default runs/gpu-check; the device sets it), PYTHON (default python3), WHEELS (default
 # .whl/device, or .whl/rehearsal for cpu), TOTAL_S (default 450: everything ends inside it),
-# TESTS_S (default 120: the tests' own limit).
+# TESTS_S (default 120: the tests' own limit), MACE_SIZE (the MACE benchmarked: medium on the GPU;
+# small in the rehearsal, where the medium one takes seconds per 8-atom call on 2 cores).
 # Files under $OUT: gpu-check.json (bench/gpu/gpu_bench.py), gpu-check.log (everything printed),
 # gpu-tests.xml (pytest's JUnit report), mace-build.log.
 set -uo pipefail
@@ -25,8 +26,8 @@ total_s=${TOTAL_S:-450}
 tests_s=${TESTS_S:-120}
 started=$(date +%s)
 elapsed() { echo $(($(date +%s) - started)); }
-if [ "$mode" = gpu ]; then wheels=${WHEELS:-$root/.whl/device}; grid=gpu; device=cuda
-else wheels=${WHEELS:-$root/.whl/rehearsal}; grid=tiny; device=cpu; fi
+if [ "$mode" = gpu ]; then wheels=${WHEELS:-$root/.whl/device}; grid=gpu; device=cuda; mace_size=${MACE_SIZE:-medium}
+else wheels=${WHEELS:-$root/.whl/rehearsal}; grid=tiny; device=cpu; mace_size=${MACE_SIZE:-small}; fi
 scratch=${SCRATCH:-/tmp/gpu-check}
 site=$scratch/site
 mkdir -p "$scratch"
@@ -52,14 +53,14 @@ else
 fi
 "$python" -c "import torch; print('   torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
 
-echo "== building the medium MACE beside the tests (log: mace-build.log)"
-mace=$scratch/mace-medium.model
+echo "== building the $mace_size MACE beside the tests (log: mace-build.log)"
+mace=$scratch/mace-$mace_size.model
 rm -f "$mace" "$mace.part"
-"$python" bench/gpu/build_mace.py "$mace" >"$OUT/mace-build.log" 2>&1 &
+"$python" bench/gpu/build_mace.py "$mace" --size "$mace_size" >"$OUT/mace-build.log" 2>&1 &
 build_pid=$!
 
 echo "== GPU tests (limit ${tests_s} s)"
-timeout -k 10 "$tests_s" "$python" -m pytest -m gpu -q -p no:cacheprovider -o addopts="" \
+timeout -k 10 "$tests_s" "$python" -m pytest -m gpu -v --tb=short -p no:cacheprovider -o addopts="" \
     -W ignore::DeprecationWarning -W ignore::UserWarning -W ignore::FutureWarning \
     --junitxml="$OUT/gpu-tests.xml" tests/test_gpu.py tests/test_models.py
 tests_rc=$?

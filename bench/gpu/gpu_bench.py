@@ -327,6 +327,9 @@ def section_ladder(rec: Record, budget: Budget, ladders: list, grid: dict, devic
         for n in grid["ladder_n"]:
             atoms = 8 * n**3
             left = ladder_end - time.monotonic()
+            if left < 1:
+                result["stopped"] = f"{atoms} atoms: this ladder's budget is spent"
+                break
             if result["points"]:
                 last = result["points"][-1]
                 step = last["s_per_step"] * atoms / last["atoms"]

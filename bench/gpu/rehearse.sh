@@ -22,8 +22,8 @@ else
     rm -rf "$venv"
     "$python" -m venv "$venv"
     # shellcheck disable=SC2086  # TORCH may carry pip options
-    "$venv/bin/python" -m pip install --quiet $torch_req
-    "$venv/bin/python" -m pip install --quiet -c containers/constraints.txt -r bench/gpu/device-base.txt
+    "$venv/bin/python" -m pip install --quiet --no-compile $torch_req
+    "$venv/bin/python" -m pip install --quiet --no-compile -c containers/constraints.txt -r bench/gpu/device-base.txt
 fi
 echo "   venv ready in $(($(date +%s) - started)) s"
 PYTHON="$venv/bin/python" bash bench/gpu/fetch_wheels.sh rehearsal
