@@ -6,7 +6,7 @@
 #
 # Env: PYTHON (default python3) makes the venv; TORCH (default torch==2.13.0) its torch;
 # REHEARSAL_VENV (default /tmp/gpu-rehearsal-venv; removed first unless KEEP_VENV=1 and it exists);
-# OUT (default runs/gpu-rehearsal); TOTAL_S (default 420).
+# OUT (default runs/gpu-rehearsal); TOTAL_S (default 600).
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(cd "$here/../.." && pwd)
@@ -27,7 +27,7 @@ else
 fi
 echo "   venv ready in $(($(date +%s) - started)) s"
 PYTHON="$venv/bin/python" bash bench/gpu/fetch_wheels.sh rehearsal
-export OUT=${OUT:-$root/runs/gpu-rehearsal} TOTAL_S=${TOTAL_S:-420} SCRATCH=${SCRATCH:-/tmp/gpu-rehearsal}
+export OUT=${OUT:-$root/runs/gpu-rehearsal} TOTAL_S=${TOTAL_S:-600} SCRATCH=${SCRATCH:-/tmp/gpu-rehearsal}
 rm -rf "$OUT"
 PYTHON="$venv/bin/python" bash bench/gpu/check.sh cpu
 echo "== rehearsal passed in $(($(date +%s) - started)) s; $OUT/gpu-check.json"
