@@ -449,7 +449,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mace-model", type=Path, help="the medium-architecture MACE (bench/gpu/build_mace.py); "
                         "waited for up to 120 s if another process is still writing it")
     parser.add_argument("--families", nargs="+", default=["chgnet", "m3gnet", "mace-mp-0"])
-    parser.add_argument("--sections", nargs="+", default=list(SHARES))
+    parser.add_argument("--sections", nargs="+", default=list(SHARES), choices=list(SHARES))
     args = parser.parse_args(argv)
     grid = GRIDS[args.grid]
     device = args.device
@@ -488,10 +488,9 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
         work = Path(tmp)
-        for section in SHARES:
-            if section not in args.sections:
-                continue
-            budget.open(SHARES[section])
+        chosen = [section for section in SHARES if section in args.sections]
+        for section in chosen:
+            budget.open(SHARES[section] / sum(SHARES[c] for c in chosen))  # the chosen ones share it all
             started = time.monotonic()
             print(f"--- {section} ({budget.left():.0f} s)", flush=True)
             try:
