@@ -47,7 +47,7 @@ while read -r requirement; do
     fi
     # Pure-Python packages published as sdists only: build their py3-none-any wheel here.
     if [[ " $SDIST_ONLY " == *" $name "* ]] && "$python" -m pip wheel --quiet --no-deps \
-            --no-build-isolation -w "$dest" "$requirement" 2>"$dest/.last-error"; then
+            -w "$dest" "$requirement" 2>"$dest/.last-error"; then
         continue
     fi
     failed+=("$requirement")
