@@ -13,7 +13,9 @@ APPTAINER ?= $(shell command -v apptainer || command -v singularity)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test bench lint clean sif
+DEVICE ?= gpu
+
+.PHONY: setup run test bench lint clean sif gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -50,3 +52,14 @@ clean:
 sif:
 	@if [ -z "$(APPTAINER)" ]; then echo "make sif: neither apptainer nor singularity is installed here; build $(SIF) on a machine with Apptainer (https://apptainer.org)" >&2; exit 2; fi
 	$(APPTAINER) build $(BUILD_ARGS) $(SIF) containers/driver.def
+
+# The one-shot GPU check (bench/gpu/README.md). gpu-wheels: the packages the lent GPU machine lacks,
+# as cp312 wheels, into .whl/device (+ the M3GNet weights into .whl/models): carry both.
+# gpu-check: the device command (bash bench/gpu/check.sh gpu); DEVICE=cpu: the CPU rehearsal in a
+# fresh venv (bench/gpu/rehearse.sh), tiny grid, a few minutes.
+gpu-wheels:
+	PYTHON="$(PYTHON)" bash bench/gpu/fetch_wheels.sh device
+
+gpu-check:
+	@if [ "$(DEVICE)" = cpu ]; then PYTHON="$(PYTHON)" TORCH="$(TORCH)" bash bench/gpu/rehearse.sh; \
+	else bash bench/gpu/check.sh gpu; fi

@@ -142,3 +142,34 @@ def write_recipe(folder: Path, filename: str = "recipe.yaml", **sections) -> Pat
     path = folder / filename
     path.write_text(yaml.safe_dump(recipe, sort_keys=False))
     return path
+
+
+MEDIUM_MACE_DESCRIPTION = ("random-weight ScaleShiftMACE with MACE-MP-0 medium's architecture (128x0e+128x1o, "
+                           "max_ell 3, r_max 6 Å, 2 interactions, correlation 3, 89 elements)")
+
+
+def build_medium_mace(path: Path, seed: int = 0) -> Path:
+    """MACE-MP-0 *medium*'s architecture with random weights: the same cost per step as the real
+    model (whose weights cannot be had here). As mace's foundation-model recipe: hidden
+    128x0e+128x1o, max_ell 3, 8 Bessel functions, r_max 6 Å, polynomial cutoff 5, radial MLP
+    [64, 64, 64], MLP 16x0e, correlation 3, two interactions (the first non-residual), elements
+    Z = 1..89."""
+    from mace import modules  # isort: skip
+    import torch
+    from e3nn import o3
+
+    torch.manual_seed(seed)
+    atomic_numbers = list(range(1, 90))
+    rng = np.random.default_rng(seed)
+    model = modules.ScaleShiftMACE(
+        r_max=6.0, num_bessel=8, num_polynomial_cutoff=5, max_ell=3,
+        interaction_cls=modules.interaction_classes["RealAgnosticResidualInteractionBlock"],
+        interaction_cls_first=modules.interaction_classes["RealAgnosticInteractionBlock"],
+        num_interactions=2, num_elements=len(atomic_numbers), hidden_irreps=o3.Irreps("128x0e+128x1o"),
+        MLP_irreps=o3.Irreps("16x0e"), atomic_energies=-rng.uniform(1.0, 9.0, len(atomic_numbers)),
+        avg_num_neighbors=61.96, atomic_numbers=atomic_numbers, correlation=3,
+        gate=torch.nn.functional.silu, radial_MLP=[64, 64, 64], atomic_inter_scale=0.8,
+        atomic_inter_shift=0.0,
+    )
+    torch.save(model, path)
+    return path

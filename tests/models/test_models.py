@@ -122,6 +122,7 @@ def test_auto_device_is_cpu_without_gpu_and_cuda_request_fails():
         resolve_device("cuda")
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 @pytest.mark.parametrize("name", ["chgnet", "mace-mp-0"])
 def test_gpu_matches_cpu(name, small_mace_path, rattled_si):
