@@ -17,7 +17,7 @@ import torch
 
 from driver.correction import SofteningCorrection
 from driver.models import load_model
-from driver.models.batch import evaluate_batch, evaluate_one_by_one
+from driver.potential import PROPERTIES
 from driver.recipe import ModelSpec
 from tests.conftest import M3GNET_NAME, SHARED_MODELS, energy_forces_stress
 
@@ -94,7 +94,7 @@ def test_gpu_corrected_is_raw_over_s(family, dtype, gpu, small_mace_path):
     s, e0 = 0.627, -40.0
     for atoms in _structures(2):
         e_raw, f_raw, s_raw = energy_forces_stress(model.calculator, atoms)
-        e_cor, f_cor, s_cor = energy_forces_stress(SofteningCorrection(model.calculator, s, e0), atoms)
+        e_cor, f_cor, s_cor = energy_forces_stress(SofteningCorrection(model, s, e0).as_calculator(), atoms)
         # the division happens in the model's dtype (float32 arrays stay float32): its round-off
         rtol = 1e-6 if dtype == "float32" else 1e-12
         assert e_cor == pytest.approx(e0 + (e_raw - e0) / s, rel=rtol, abs=1e-9)
@@ -106,10 +106,10 @@ def test_gpu_corrected_is_raw_over_s(family, dtype, gpu, small_mace_path):
 def test_gpu_batched_equals_one_by_one(family, dtype, gpu, small_mace_path):
     model = _model(family, dtype, gpu, small_mace_path)
     structures = _structures(4)
-    batched = evaluate_batch(model, structures, stress=True)
-    single = evaluate_one_by_one(model.calculator, structures, stress=True)
+    batched = model.evaluate(structures, PROPERTIES, batched=True)
+    single = model.evaluate(structures, PROPERTIES, batched=False)
     tol = TOLERANCE[dtype]
     for b, o, atoms in zip(batched, single, structures, strict=True):
-        assert abs(b["energy"] - o["energy"]) <= tol["energy"] * len(atoms)
-        np.testing.assert_allclose(b["forces"], o["forces"], atol=tol["forces"], rtol=tol["forces"])
-        np.testing.assert_allclose(b["stress"], o["stress"], atol=tol["forces"], rtol=tol["forces"])
+        assert abs(b.energy - o.energy) <= tol["energy"] * len(atoms)
+        np.testing.assert_allclose(b.forces, o.forces, atol=tol["forces"], rtol=tol["forces"])
+        np.testing.assert_allclose(b.stress, o.stress, atol=tol["forces"], rtol=tol["forces"])

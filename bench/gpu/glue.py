@@ -3,8 +3,8 @@ adapt this file, not the benchmark, when its entry points move).
 
 Public entry points only: driver.models.load_model with a driver.recipe.ModelSpec, recipes
 through driver.recipe.load_recipe and driver.runner.run_recipe, and the batched evaluation that
-NEB, phonons and replica MD use (driver.models.batch: evaluate_batch, evaluate_one_by_one,
-batching_pays, the rule behind `batched: auto`).
+NEB, phonons and replica MD use (ModelPotential.evaluate batched or one by one, and
+ModelPotential.batching_pays, the rule behind `batched: auto`).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import driver  # noqa: E402
 import driver.runner  # noqa: E402
 from driver.correction import SofteningCorrection  # noqa: E402
 from driver.models import load_model  # noqa: E402
-from driver.models.batch import batching_pays, evaluate_batch, evaluate_one_by_one  # noqa: E402
+from driver.potential import ENERGY_FORCES, PROPERTIES  # noqa: E402
 from driver.recipe import ModelSpec, load_recipe  # noqa: E402
 from driver.runner import run_recipe  # noqa: E402
 
@@ -37,18 +37,22 @@ __all__ = ["DRIVER_VERSION", "LI2O_CIF", "ROOT", "SI_CIF", "SofteningCorrection"
 
 
 def load(fields: dict, dtype: str, device: str):
-    """A LoadedModel (.calculator, .family, .device, .dtype) for a family's spec fields."""
+    """A ModelPotential (.evaluate, .calculator, .family, .device, .dtype) for a family's spec fields."""
     with contextlib.redirect_stdout(sys.stderr):  # the libraries' banners
         return load_model(ModelSpec(**{**fields, "dtype": dtype, "device": device}))
 
 
-def batched(model, structures: Sequence, stress: bool = False) -> list[dict]:
+def batched(model, structures: Sequence, stress: bool = False) -> list:
     """All structures in one model call (the library's own graph batching)."""
-    return evaluate_batch(model, structures, stress=stress)
+    return model.evaluate(structures, PROPERTIES if stress else ENERGY_FORCES, batched=True)
 
 
-def one_by_one(model, structures: Sequence, stress: bool = False) -> list[dict]:
-    return evaluate_one_by_one(model.calculator, structures, stress=stress)
+def one_by_one(model, structures: Sequence, stress: bool = False) -> list:
+    return model.evaluate(structures, PROPERTIES if stress else ENERGY_FORCES, batched=False)
+
+
+def batching_pays(model) -> bool:
+    return model.batching_pays()
 
 
 @contextlib.contextmanager
