@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 
 DEVICE ?= gpu
 
-.PHONY: setup run test bench lint clean sif gpu-wheels gpu-check
+.PHONY: setup run test bench lint clean sif sif-cpu test-image gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -46,7 +46,7 @@ lint: setup
 	$(BIN)/ruff check driver tests bench
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache build
 
 # The cluster image (containers/driver.def); e.g. make sif BUILD_ARGS='--build-arg MACE_SIZES="small medium"'
 sif:
@@ -63,3 +63,23 @@ gpu-wheels:
 gpu-check:
 	@if [ "$(DEVICE)" = cpu ]; then PYTHON="$(PYTHON)" TORCH="$(TORCH)" bash bench/gpu/rehearse.sh; \
 	else bash bench/gpu/check.sh gpu; fi
+
+# The CPU image, built here with real Apptainer (containers/test/apptainer-env.sh makes a Debian sid
+# root holding it when the machine has none): driver.def's body on a Debian base
+# (containers/cpu-def.sh), torch from the CPU wheel pip finds here. containers/test/build-cpu-sif.sh
+# reuses an image built from identical inputs on this machine (UMLIP_SIF_CACHE=0: always build).
+SIF_CPU ?= build/driver-cpu.sif
+sif-cpu:
+	bash containers/test/build-cpu-sif.sh $(SIF_CPU)
+
+# End-to-end checks of the CPU image with real Apptainer, as an ordinary user, from a working
+# directory outside the repository (containers/test/test-image.sh; PASS/FAIL per check).
+test-image: setup sif-cpu
+	@set -e; start=$$(date +%s); tmp=$$(mktemp -d /tmp/umlip-image-test.XXXXXX); chmod 755 $$tmp; \
+	bash containers/test/test-image.sh --bad-recipe $$tmp; \
+	(cd $$tmp && $(abspath $(BIN))/driver run bad.yaml >/dev/null 2>expected.err) && rc=0 || rc=$$?; \
+	test $$rc = 2 || { echo "test-image: the host's driver gave exit $$rc on a bad recipe, not 2" >&2; exit 1; }; \
+	chmod 644 $$tmp/expected.err; \
+	bash containers/test/apptainer-env.sh --bind $(CURDIR) --bind $$tmp \
+	    "bash containers/test/test-image.sh $(abspath $(SIF_CPU)) $$tmp/expected.err" && rc=0 || rc=$$?; \
+	rm -rf $$tmp; echo "make test-image: $$(( $$(date +%s) - start )) s (image build included)"; exit $$rc

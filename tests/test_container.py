@@ -246,3 +246,22 @@ def _multi_gpu_sbatch_with_stand_ins(environment: str, recipe: Path, tmp_path: P
         with h5py.File(out / f"{job}.h5", "r") as f:
             assert f.attrs["status"] == "completed" and f["parameters"].attrs["mpi_size"] == 2
             assert f["particles/all/position/value"].shape[0] == 3
+
+
+def test_cpu_definition_is_the_gpu_body_on_a_debian_base():
+    """containers/cpu-def.sh: the CPU image (built for real by `make test-image`) differs from
+    driver.def only in its base, so the CPU build checks the GPU image's body."""
+    proc = subprocess.run(["bash", str(ROOT / "containers" / "cpu-def.sh"), "http://mirror.example/debian"],
+                          capture_output=True, text=True, timeout=60, check=True)
+    header, sections = parse_def(proc.stdout)
+    assert header == {"Bootstrap": "debootstrap", "OSVersion": "bookworm", "MirrorURL": "http://mirror.example/debian",
+                      "Include": "python3 python3-venv ca-certificates"}
+    gpu_body = DEF_FILE.read_text().split("\n", 2)[2]
+    assert proc.stdout.endswith(gpu_body)
+    assert sections == parse_def(DEF_FILE.read_text())[1]
+    assert build_args(sections)["PIP_CERT"] == "", "no CA bundle in the image unless a build passes one"
+
+
+def test_image_test_scripts_parse():
+    for script in ("cpu-def.sh", "test/apptainer-env.sh", "test/build-cpu-sif.sh", "test/test-image.sh"):
+        subprocess.run(["bash", "-n", str(ROOT / "containers" / script)], check=True, timeout=30)
