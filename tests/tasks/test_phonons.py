@@ -32,6 +32,15 @@ def _results(path):
         return {key: group[key][()] for key in group} | {"attrs": dict(group.attrs)}
 
 
+def _raw_start(run) -> Atoms:
+    """The raw job's relaxed unit cell, as its file stores it (frame 0)."""
+    with h5py.File(run / "raw.h5", "r") as handle:
+        cell = handle["particles/all/box/edges/value"][0]
+        positions = handle["particles/all/position/value"][0]
+        numbers = handle["particles/all/species"][()]
+    return Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+
+
 def test_corrected_frequencies_are_raw_over_sqrt_s(si_phonon_run):
     """Each variant relaxed its cell on its own surface (to fmax 0.005 eV/Å), so the shipped
     recipe's frequencies are /sqrt(s) up to that relaxation; the exact identity is the next test."""
@@ -46,11 +55,7 @@ def test_the_wrapper_scales_force_constants_exactly(si_phonon_run, chgnet_model)
     from driver.correction import SofteningCorrection
     from driver.tasks.phonons import PhononTask, compute_force_sets, make_phonopy
 
-    with h5py.File(si_phonon_run / "raw.h5", "r") as handle:
-        cell = handle["particles/all/box/edges/value"][0]
-        positions = handle["particles/all/position/value"][0]
-        numbers = handle["particles/all/species"][()]
-    atoms = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+    atoms = _raw_start(si_phonon_run)
     spec = PhononTask(kind="phonons", supercell=[1, 1, 1])
     frequencies = {}
     for name, potential in (("raw", chgnet_model), ("corrected", SofteningCorrection(chgnet_model, SCALE, -1.0))):
@@ -77,11 +82,7 @@ def test_equals_phonopy_driven_by_hand(si_phonon_run, chgnet_model):
     from phonopy import Phonopy
     from phonopy.structure.atoms import PhonopyAtoms
 
-    with h5py.File(si_phonon_run / "raw.h5", "r") as handle:
-        cell = handle["particles/all/box/edges/value"][0]
-        positions = handle["particles/all/position/value"][0]
-        numbers = handle["particles/all/species"][()]
-    unit = Atoms(numbers=numbers, positions=positions, cell=cell, pbc=True)
+    unit = _raw_start(si_phonon_run)
     phonon = Phonopy(PhonopyAtoms(symbols=unit.get_chemical_symbols(), cell=unit.cell[:],
                                   scaled_positions=unit.get_scaled_positions()),
                      supercell_matrix=np.eye(3, dtype=int) * 2, primitive_matrix="auto")
