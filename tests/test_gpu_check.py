@@ -87,3 +87,16 @@ def test_budget_rolls_unused_time_over():
     assert 49 < budget.left() <= 50
     budget.open(1.0)
     assert budget.section_end == pytest.approx(budget.start + 100.0)  # never past the whole budget
+
+
+def test_the_device_check_runs_every_file_that_holds_a_gpu_test():
+    """check.sh names the files it hands pytest; a moved or new GPU test file must be named there
+    (a missing path once made the rehearsal collect nothing)."""
+    import re
+
+    script = (ROOT / "bench" / "gpu" / "check.sh").read_text()
+    named = set(re.search(r"gpu_test_files=\(([^)]*)\)", script).group(1).split())
+    holding = {str(path.relative_to(ROOT)) for path in (ROOT / "tests").rglob("test_*.py")
+               if re.search(r"pytest\.mark\.gpu\b", path.read_text())}
+    assert named == holding
+    assert all((ROOT / name).is_file() for name in named)

@@ -65,9 +65,13 @@ build_pid=$!
 tests_rc=0
 if [ "${TESTS:-1}" = 0 ]; then echo "== GPU tests skipped (TESTS=0)"; else
 echo "== GPU tests (limit ${tests_s} s)"
+gpu_test_files=(tests/test_gpu.py tests/models/test_models.py)  # every file holding a gpu-marked test
+for file in "${gpu_test_files[@]}"; do
+    [ -f "$file" ] || { echo "gpu-check: $file is gone; update gpu_test_files in bench/gpu/check.sh" >&2; exit 3; }
+done
 timeout -k 10 "$tests_s" "$python" -m pytest -m gpu -v --tb=short -p no:cacheprovider -o addopts="" \
     -W ignore::DeprecationWarning -W ignore::UserWarning -W ignore::FutureWarning \
-    --junitxml="$OUT/gpu-tests.xml" tests/test_gpu.py tests/test_models.py
+    --junitxml="$OUT/gpu-tests.xml" "${gpu_test_files[@]}"
 tests_rc=$?
 echo "   tests exit code $tests_rc; $(elapsed) s"
 fi
