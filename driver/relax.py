@@ -1,19 +1,28 @@
 """The one relaxation helper every task uses: positions, or positions and cell, on whatever
-potential the atoms carry (the job's own surface), in a world of one (parallel.serial_comm)."""
+potential the atoms carry (the job's own surface), in a world of one (parallel.serial_comm).
+ASE does the work (its optimizers, FrechetCellFilter, FixSymmetry); this module only chooses
+them from a recipe and reports progress the way MD does."""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
-from ase import Atoms
+import numpy as np
+from ase import Atoms, units
 from ase.filters import FrechetCellFilter
-from ase.optimize import FIRE
+from ase.optimize import BFGS, FIRE, LBFGS
 
 from driver.parallel import serial_comm
+from driver.progress import Progress
 from driver.schema import Bool, Strict, bounded
 
 log = logging.getLogger(__name__)
+
+OPTIMIZERS = {"fire": FIRE, "bfgs": BFGS, "lbfgs": LBFGS}
+Optimizer = Literal["fire", "bfgs", "lbfgs"]
 
 
 class RelaxSpec(Strict):
@@ -35,16 +44,45 @@ class CellRelaxSpec(Strict):
 class Relaxation:
     converged: bool
     steps: int
+    fmax_eV_A: float = float("nan")  # the largest force (generalised, with the cell) at the end
 
     def describe(self) -> str:
-        return f"{'converged' if self.converged else 'NOT converged'} after {self.steps} steps"
+        state = "converged" if self.converged else "NOT converged"
+        return f"{state} after {self.steps} steps (fmax {self.fmax_eV_A:.4f} eV/Å)"
 
 
-def relax(atoms: Atoms, fmax_eV_A: float, max_steps: int, cell: bool = False, label: str = "relaxation") -> Relaxation:
-    """FIRE until every force (and, with `cell`, the stress times the volume) is below fmax;
-    `atoms` is relaxed in place and must carry its calculator."""
-    target = FrechetCellFilter(atoms) if cell else atoms
-    optimizer = FIRE(target, logfile=None, comm=serial_comm())
-    outcome = Relaxation(bool(optimizer.run(fmax=fmax_eV_A, steps=max_steps)), int(optimizer.nsteps))
-    log.info("%s (%s): %s", label, "cell and positions" if cell else "positions", outcome.describe())
+StepHook = Callable[[int, Atoms], None]  # called after every optimizer step (checkpoints)
+
+
+def relax(atoms: Atoms, fmax_eV_A: float, max_steps: int, cell: bool = False, label: str = "relaxation",
+          optimizer: Optimizer = "fire", pressure_GPa: float = 0.0, symmetry: bool = False,
+          on_step: StepHook | None = None) -> Relaxation:
+    """Relax `atoms` in place (it must carry its calculator) until every force (and, with `cell`,
+    the stress times the volume, against `pressure_GPa`) is below fmax or `max_steps` are taken.
+    `symmetry`: ASE's FixSymmetry keeps the starting space group (spglib finds it)."""
+    if symmetry:
+        from ase.constraints import FixSymmetry
+
+        atoms.set_constraint(FixSymmetry(atoms))
+    target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa) if cell else atoms
+    dynamics = OPTIMIZERS[optimizer](target, logfile=None, comm=serial_comm())
+    progress = Progress(log, label, max_steps)
+
+    def report() -> None:
+        step = int(dynamics.nsteps)
+        progress.update(step, f"fmax {_fmax(target):.4f} eV/Å  E {atoms.get_potential_energy():.6f} eV")
+        if on_step is not None:
+            on_step(step, atoms)
+
+    dynamics.attach(report, interval=1)
+    converged = bool(dynamics.run(fmax=fmax_eV_A, steps=max_steps))
+    if symmetry:
+        atoms.set_constraint()  # a plain structure from here on: the symmetry is in its positions
+    outcome = Relaxation(converged, int(dynamics.nsteps), _fmax(target))
+    progress.finish(f"({'cell and positions' if cell else 'positions'}): {outcome.describe()}")
     return outcome
+
+
+def _fmax(target) -> float:
+    forces = target.get_forces()
+    return float(np.sqrt((forces**2).sum(axis=1).max())) if len(forces) else 0.0
