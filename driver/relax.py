@@ -56,20 +56,21 @@ StepHook = Callable[[int, Atoms], None]  # called after every optimizer step (ch
 
 def relax(atoms: Atoms, fmax_eV_A: float, max_steps: int, cell: bool = False, label: str = "relaxation",
           optimizer: Optimizer = "fire", pressure_GPa: float = 0.0, symmetry: bool = False,
-          on_step: StepHook | None = None) -> Relaxation:
+          on_step: StepHook | None = None, first_step: int = 0) -> Relaxation:
     """Relax `atoms` in place (it must carry its calculator) until every force (and, with `cell`,
     the stress times the volume, against `pressure_GPa`) is below fmax or `max_steps` are taken.
-    `symmetry`: ASE's FixSymmetry keeps the starting space group (spglib finds it)."""
+    `symmetry`: ASE's FixSymmetry keeps the starting space group (spglib finds it). `first_step`:
+    a resumed relaxation's steps so far (numbers the progress lines and the hook's steps)."""
     if symmetry:
         from ase.constraints import FixSymmetry
 
         atoms.set_constraint(FixSymmetry(atoms))
     target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa) if cell else atoms
     dynamics = OPTIMIZERS[optimizer](target, logfile=None, comm=serial_comm())
-    progress = Progress(log, label, max_steps)
+    progress = Progress(log, label, first_step + max_steps, start=first_step)
 
     def report() -> None:
-        step = int(dynamics.nsteps)
+        step = first_step + int(dynamics.nsteps)
         progress.update(step, f"fmax {_fmax(target):.4f} eV/Å  E {atoms.get_potential_energy():.6f} eV")
         if on_step is not None:
             on_step(step, atoms)

@@ -2,8 +2,8 @@
 
 A job's HDF5 file is the only record a killed run leaves (summary.json is written at the end),
 so the decision is taken from it alone: finished jobs are skipped and reported from the entry
-stored in their file; unfinished MD jobs continue from their newest valid checkpoint; anything
-else starts again.
+stored in their file; unfinished jobs continue from what their task stored (MD: the newest valid
+checkpoint; point-wise tasks: the points they finished, driver.points); anything else starts again.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from pathlib import Path
 
 import h5py
 
-from driver.checkpoint import MDState, read_latest
 from driver.errors import InputError, first_line
 from driver.recipe import Recipe
 from driver.tasks import task_for
@@ -26,7 +25,7 @@ FINISHED = ("completed", "failed", "not converged")
 class JobOnDisk:
     action: str  # "run" (from the start), "skip" (finished) or "continue" (from `state`)
     entry: dict | None = None  # the finished job's summary entry
-    state: MDState | None = None
+    state: object = None  # Task.resume_state's answer: has `step` and `frames`
 
 
 def recipe_fingerprint(recipe: Recipe) -> str:
@@ -62,7 +61,7 @@ def job_on_disk(path: Path, recipe: Recipe) -> JobOnDisk:
             if status in FINISHED:
                 entry = json.loads(f.attrs["summary_entry"]) if "summary_entry" in f.attrs else None
                 return JobOnDisk("skip", entry=entry or {"job": path.stem, "file": path.name, "status": status})
-            state = read_latest(f) if task_for(recipe.task.kind).checkpoints else None
+            state = task_for(recipe.task.kind).resume_state(f, recipe.task)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: cannot be read to resume ({first_line(exc)}); "
                          "delete it or run with --overwrite") from None

@@ -15,7 +15,6 @@ from pathlib import Path
 from ase import Atoms
 
 from driver import interrupt
-from driver.checkpoint import MDState
 from driver.correction import SofteningScale, resolve_softening_scale
 from driver.errors import (
     DriverError,
@@ -105,7 +104,7 @@ def prepare_start(variant: str, structure: Atoms, model: Potential, correction: 
 
 
 def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correction: SofteningScale | None,
-            out_dir: Path, provenance: dict, entries: list[dict], resume: MDState | None = None,
+            out_dir: Path, provenance: dict, entries: list[dict], resume=None,
             share: Share = evaluate_here) -> None:
     """Run one job into OUT/<job>.h5 (from `resume`, continue the file it left); its summary
     entry joins `entries` before it starts, so an interrupted job is still reported as such.
@@ -127,7 +126,7 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
         writer = _open_writer(path, atoms, recipe, job_provenance, resume)
     except (OSError, RuntimeError) as exc:
         raise OutputError(f"{path}: cannot be written ({first_line(exc)})") from None
-    if not task.streams_trajectory:  # tasks without a trajectory store their structure as one frame
+    if not task.streams_trajectory and resume is None:  # tasks without a trajectory store their start as one frame
         writer.append(0, 0.0, atoms, {"potential_energy": float(atoms.get_potential_energy())})
     entry = {"job": job.name, "file": path.name, "variant": job.variant,
              "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV,
@@ -165,8 +164,9 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
             log.warning("could not close cleanly: %s", exc)
 
 
-def _open_writer(path: Path, atoms: Atoms, recipe: Recipe, provenance: dict, resume: MDState | None) -> H5MDWriter:
-    """A new job file, or (resume) the file a killed job left, cut back to its checkpoint."""
+def _open_writer(path: Path, atoms: Atoms, recipe: Recipe, provenance: dict, resume) -> H5MDWriter:
+    """A new job file, or (resume: Task.resume_state's answer) the file a killed job left, cut back
+    to the frames its state covers."""
     if resume is None:
         return H5MDWriter(path, atoms, provenance=provenance, flush_every=recipe.output.flush_every,
                           compression=recipe.output.compression, velocities=recipe.output.velocities,

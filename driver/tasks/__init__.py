@@ -21,12 +21,13 @@ from ase import Atoms
 from driver.jobs import Job
 
 if TYPE_CHECKING:
-    from driver.checkpoint import MDState
+    import h5py
+
     from driver.output import H5MDWriter
     from driver.potential import Potential
     from driver.recipe import OutputSpec
 
-TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb")
+TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb", "driver.tasks.relax")
 
 DEFAULT_MIN_DISTANCE_A = 0.5
 
@@ -57,7 +58,7 @@ class JobContext:
     writer: H5MDWriter
     out_dir: Path
     output: OutputSpec
-    resume: MDState | None = None  # `driver run --resume`: the checkpoint this job continues from
+    resume: Any = None  # `driver run --resume`: Task.resume_state's answer, the state this job continues from
     share: Share = evaluate_here  # run.share_structures: World.map_shared, the ranks evaluate together
 
 
@@ -68,7 +69,6 @@ class Task:
     spec: ClassVar[type]
     result_units: ClassVar[dict[str, str]] = {}  # /results/<kind> dataset -> unit
     streams_trajectory: ClassVar[bool] = False  # MD writes frames; others store their start as one
-    checkpoints: ClassVar[bool] = False  # --resume continues a job mid-way from its file
     batches_replicas: ClassVar[bool] = False  # run.batch_replicas: its jobs can step side by side
     shares_structures: ClassVar[bool] = False  # run.share_structures: a job's structures split over ranks
 
@@ -94,6 +94,15 @@ class Task:
 
     def run(self, context: JobContext) -> dict:
         raise NotImplementedError
+
+    def resume_state(self, file: h5py.File, spec) -> Any:
+        """`driver run --resume` of an unfinished job: the state it continues from, read from its
+        own file (which the runner then reopens, keeping `state.frames` trajectory frames, and
+        hands the task as `context.resume`), or None to start it again. The default: what
+        driver.points stored (the points a point-wise task finished; it skips those)."""
+        from driver.points import resume_state
+
+        return resume_state(file)
 
     def report_line(self, entry: dict) -> str:
         """One line for a completed (or not converged) job's summary entry."""

@@ -19,7 +19,7 @@ from ase.neighborlist import neighbor_list
 from pydantic import Field, field_validator
 
 from driver import interrupt
-from driver.checkpoint import MDState, capture, restore_atoms, restore_integrator
+from driver.checkpoint import MDState, capture, read_latest, restore_atoms, restore_integrator
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.errors import InputError, OutputError, SimulationError
 from driver.jobs import Job
@@ -288,7 +288,6 @@ class MDTaskKind(Task):
     kind = "md"
     spec = MDTask
     streams_trajectory = True
-    checkpoints = True
     batches_replicas = True
 
     def plan(self, spec: MDTask, variants) -> list[Job]:
@@ -302,6 +301,10 @@ class MDTaskKind(Task):
 
     def needs_stress(self, spec: MDTask) -> bool:
         return spec.ensemble.startswith("npt")
+
+    def resume_state(self, file, spec: MDTask) -> MDState | None:
+        """The newest valid checkpoint: MD continues exactly from it."""
+        return read_latest(file)
 
     def prepare(self, atoms: Atoms, spec: MDTask) -> Prepared:
         """Optional relaxation of positions on the job's potential, before velocities are drawn."""

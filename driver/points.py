@@ -1,0 +1,77 @@
+"""Restart for point-wise jobs: each finished point (a phonon displacement's forces, an EOS volume,
+an elastic strain, a single-point frame, a relaxation snapshot) is stored in the job's own HDF5
+file, under /points/<key>, the moment it finishes, and flushed; `driver run --resume` after a kill
+(SIGKILL included: nothing is written at exit) computes only the points that are missing.
+
+Each point records `frames` (the job's trajectory frames when it was stored: what the reopened
+file keeps) and `step` (how far the job had got), so the runner reopens a killed job's file the
+same way for every task (driver.resume, Task.resume_state)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import h5py
+import numpy as np
+
+GROUP = "points"
+
+
+@dataclass(frozen=True)
+class PointsResume:
+    """What `--resume` needs to reopen a point-wise job's file: frames to keep, and the step reached."""
+
+    step: int
+    frames: int
+
+
+def resume_state(file: h5py.File) -> PointsResume | None:
+    """The newest stored point's `step`/`frames`, or None when the job stored none (start again)."""
+    points = [group for group in file.get(GROUP, {}).values() if "order" in group.attrs]
+    if not points:
+        return None
+    newest = max(points, key=lambda group: int(group.attrs["order"]))
+    return PointsResume(int(newest.attrs["step"]), int(newest.attrs["frames"]))
+
+
+class PointStore:
+    """The finished points of one job, read from and written to its open H5MD file."""
+
+    def __init__(self, writer):
+        self.writer = writer
+        self.group = writer.file.require_group(GROUP)
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.group and "order" in self.group[key].attrs
+
+    def get(self, key: str) -> dict[str, np.ndarray | float | str] | None:
+        """The arrays and scalars stored for `key`, or None when that point is not finished."""
+        if key not in self:
+            return None
+        group = self.group[key]
+        values: dict[str, np.ndarray | float | str] = {name: group[name][()] for name in group}
+        values.update({name: value for name, value in group.attrs.items() if name not in ("order", "step", "frames")})
+        return values
+
+    def put(self, key: str, values: Mapping[str, object], step: int) -> None:
+        """Store one finished point (arrays as datasets, scalars as attributes) and flush. The
+        `order` attribute is written last: a point half-written when the process died has none
+        and counts as missing."""
+        file = self.writer.file
+        if key in self.group:
+            del self.group[key]
+        group = self.group.create_group(key)
+        for name, value in values.items():
+            if isinstance(value, np.ndarray):
+                group.create_dataset(name, data=value)
+            else:
+                group.attrs[name] = value
+        group.attrs["step"] = int(step)
+        group.attrs["frames"] = int(self.writer.frames)
+        group.attrs["order"] = int(file.attrs.get("points_stored", 0))
+        file.attrs["points_stored"] = int(file.attrs.get("points_stored", 0)) + 1
+        file.flush()
+
+    def __len__(self) -> int:
+        return sum(1 for key in self.group if key in self)

@@ -1,0 +1,147 @@
+"""Geometry and cell relaxation (`task.kind: relax`) with ASE's optimizers, one job per variant.
+
+driver.relax does the relaxation (FIRE, BFGS or L-BFGS; FrechetCellFilter with an optional
+pressure; FixSymmetry); this task streams its frames, stores a snapshot every
+`output.checkpoint_every` steps so that `--resume` continues from the last one, and writes the
+relaxed structure as CIF, extended XYZ and POSCAR. For the scalar softening correction forces and
+stresses are divided by s, so at zero pressure the minimum is the raw one.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Literal
+
+from ase import Atoms
+from ase.io import write
+from pydantic import Field
+
+from driver.errors import InputError, OutputError, first_line
+from driver.points import PointStore
+from driver.relax import Optimizer, relax
+from driver.schema import Bool, Strict, bounded
+from driver.tasks import Task
+
+log = logging.getLogger(__name__)
+
+SNAPSHOT = "relax_snapshot"
+STRUCTURE_FORMATS = {"cif": "cif", "extxyz": "extxyz", "POSCAR": "vasp"}
+
+
+class RelaxTask(Strict):
+    """Relax positions, or positions and cell, on each variant's surface; one job per variant."""
+
+    kind: Literal["relax"]
+    cell: Bool = Field(False, description="relax the cell too (ASE's FrechetCellFilter)")
+    symmetry: Bool = Field(False, description="keep the starting space group (ASE's FixSymmetry)")
+    optimizer: Optimizer = "fire"
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.02
+    max_steps: bounded(int, ge=1, le=10**7) = 500
+    pressure_GPa: bounded(ge=-1000, le=1000, unit="GPa") = Field(0.0, description="with cell: the target pressure")
+    write_every: bounded(int, ge=1, le=10**7) = Field(1, description="optimizer steps between stored frames")
+
+
+def relaxed_structure_paths(out_dir: Path, job: str) -> dict[str, Path]:
+    return {name: out_dir / (f"{job}.POSCAR" if name == "POSCAR" else f"{job}.relaxed.{name}")
+            for name in STRUCTURE_FORMATS}
+
+
+def write_structure(atoms: Atoms, paths: dict[str, Path]) -> None:
+    """The relaxed (or, not converged, the last) structure in the formats users pass on."""
+    plain = Atoms(atoms.numbers, positions=atoms.positions, cell=atoms.cell, pbc=atoms.pbc)
+    try:
+        for name, path in paths.items():
+            write(path, plain, format=STRUCTURE_FORMATS[name])
+    except OSError as exc:
+        raise OutputError(f"{paths['cif'].parent}: cannot write the relaxed structure ({first_line(exc)})") from None
+
+
+def run(context) -> dict:
+    spec: RelaxTask = context.spec
+    atoms, writer = context.atoms, context.writer
+    store = PointStore(writer)
+    first_step = 0
+    snapshot = store.get(SNAPSHOT) if context.resume is not None else None
+    if snapshot is not None:  # --resume: the last stored structure (the optimizer starts afresh)
+        atoms.set_cell(snapshot["cell"])
+        atoms.set_positions(snapshot["positions"])
+        first_step = int(context.resume.step)
+        log.info("%s: relaxation continues from its snapshot at step %d", context.job.name, first_step)
+    energy_start = float(snapshot["energy_start_eV"]) if snapshot is not None else float(atoms.get_potential_energy())
+    volume_start = float(snapshot["volume_start_A3"]) if snapshot is not None else float(atoms.get_volume())
+
+    def on_step(step: int, current: Atoms) -> None:
+        if step % spec.write_every == 0 and not (snapshot is not None and step == first_step):
+            writer.append(step, float(step), current, {"potential_energy": float(current.get_potential_energy())})
+        if step > first_step and step % context.output.checkpoint_every == 0:
+            store.put(SNAPSHOT, {"positions": current.get_positions(), "cell": current.cell[:],
+                                 "energy_start_eV": energy_start, "volume_start_A3": volume_start}, step)
+
+    outcome = relax(atoms, spec.fmax_eV_A, spec.max_steps - first_step, cell=spec.cell,
+                    label=f"{context.job.name}: relaxation", optimizer=spec.optimizer,
+                    pressure_GPa=spec.pressure_GPa, symmetry=spec.symmetry, on_step=on_step, first_step=first_step)
+    steps = first_step + outcome.steps
+    if steps % spec.write_every:  # the final structure is always a frame
+        writer.append(steps, float(steps), atoms, {"potential_energy": float(atoms.get_potential_energy())})
+    paths = relaxed_structure_paths(context.out_dir, context.job.name)
+    write_structure(atoms, paths)
+    if not outcome.converged:
+        log.warning("%s: relaxation NOT converged after %d steps (fmax %.4f > %.4f eV/Å); the last structure is "
+                    "kept in %s", context.job.name, steps, outcome.fmax_eV_A, spec.fmax_eV_A, paths["cif"].name)
+    lengths, angles = atoms.cell.cellpar()[:3], atoms.cell.cellpar()[3:]
+    summary = {
+        "converged": outcome.converged,
+        "steps": steps,
+        "fmax_eV_A": outcome.fmax_eV_A,
+        "initial_energy_eV": energy_start,
+        "final_energy_eV": float(atoms.get_potential_energy()),
+        "energy_change_eV": float(atoms.get_potential_energy()) - energy_start,
+        "volume_A3": float(atoms.get_volume()),
+        "volume_change": float(atoms.get_volume()) / volume_start - 1.0,
+        "cell_lengths_A": [round(float(x), 6) for x in lengths],
+        "cell_angles_deg": [round(float(x), 4) for x in angles],
+        "structure_files": [path.name for path in paths.values()],
+    }
+    context.writer.write_results("relax", summary, {"positions_A": atoms.get_positions(), "cell_A": atoms.cell[:]})
+    return summary
+
+
+class RelaxTaskKind(Task):
+    kind = "relax"
+    spec = RelaxTask
+    streams_trajectory = True
+    result_units = {"positions_A": "Angstrom", "cell_A": "Angstrom"}
+
+    def check(self, spec: RelaxTask, atoms: Atoms, max_atoms: int) -> None:
+        super().check(spec, atoms, max_atoms)
+        if spec.cell and not atoms.pbc.all():
+            raise InputError(f"task.cell: a cell relaxation needs a structure periodic in all three directions "
+                             f"(pbc {atoms.pbc.tolist()})")
+        if spec.pressure_GPa and not spec.cell:
+            raise InputError(f"task.pressure_GPa: {spec.pressure_GPa:g} GPa acts on the cell; set task.cell: true")
+
+    def needs_stress(self, spec: RelaxTask) -> bool:
+        return spec.cell
+
+    def run(self, context) -> dict:
+        return run(context)
+
+    def report_line(self, entry: dict) -> str:
+        state = "converged" if entry["converged"] else "NOT converged (last structure kept)"
+        return (f"  {entry['file']:<24} {state} in {entry['steps']} steps, fmax {entry['fmax_eV_A']:.4f} eV/Å, "
+                f"ΔE {entry['energy_change_eV']:+.4f} eV, V {entry['volume_A3']:.3f} Å^3 "
+                f"({100 * entry['volume_change']:+.2f}%); {entry['structure_files'][0]}")
+
+    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
+        if raw.get("volume_A3") is None or corrected.get("volume_A3") is None:
+            return None
+        ratio = corrected["volume_A3"] / raw["volume_A3"]
+        return (f"  relax: corrected/raw relaxed volume = {ratio:.5f}, relaxation energy "
+                f"{corrected['energy_change_eV']:+.4f} vs {raw['energy_change_eV']:+.4f} eV "
+                f"(exact for the scalar correction at zero pressure: the same minimum, volume ratio 1, "
+                f"energy change x 1/s)")
+
+
+TASK = RelaxTaskKind()
+
