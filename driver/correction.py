@@ -146,10 +146,11 @@ def resolve_softening_scale(spec: CorrectionSpec, model: ModelSpec) -> Softening
 # `driver compare` print these beside the measured ratios.
 EXPECTED_RATIO = {
     "energy": lambda s: 1 / s,
+    "modulus": lambda s: 1 / s,  # bulk modulus, elastic constants: second derivatives of the energy
     "frequency": lambda s: s ** -0.5,
     "displacement": lambda s: s ** 0.5,
 }
-EXPECTED_RATIO_TEXT = {"energy": "1/s", "frequency": "1/sqrt(s)", "displacement": "sqrt(s)"}
+EXPECTED_RATIO_TEXT = {"energy": "1/s", "modulus": "1/s", "frequency": "1/sqrt(s)", "displacement": "sqrt(s)"}
 
 
 def expected_ratio(kind: str, softening_scale: float | None) -> float | None:

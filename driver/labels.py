@@ -41,7 +41,7 @@ class LabelledStructure:
         return self.atoms.get_chemical_formula(mode="hill")
 
 
-def _reference_forces(atoms: Atoms, key: str | None) -> np.ndarray | None:
+def reference_forces(atoms: Atoms, key: str | None) -> np.ndarray | None:
     for name in ([key] if key else FORCE_KEYS):
         if name in atoms.arrays:
             return np.asarray(atoms.arrays[name], dtype=float)
@@ -50,7 +50,7 @@ def _reference_forces(atoms: Atoms, key: str | None) -> np.ndarray | None:
     return None
 
 
-def _reference_energy(atoms: Atoms, key: str | None) -> float | None:
+def reference_energy(atoms: Atoms, key: str | None) -> float | None:
     for name in ([key] if key else ENERGY_KEYS):
         if name in atoms.info:
             return _finite_energy(atoms.info[name], name)
@@ -154,7 +154,7 @@ def read_neb_labels(folder: Path, images: list[Path], energy_key: str | None,
 
 def _labelled(atoms: Atoms, path: Path, what: str, energy_key: str | None, forces_key: str | None) -> LabelledStructure:
     try:
-        forces = _reference_forces(atoms, forces_key)
+        forces = reference_forces(atoms, forces_key)
     except (TypeError, ValueError):
         raise InputError(f"{path}: {what}: reference forces are not numbers") from None
     if forces is None:
@@ -163,7 +163,7 @@ def _labelled(atoms: Atoms, path: Path, what: str, energy_key: str | None, force
     if forces.shape != (len(atoms), 3) or not np.isfinite(forces).all():
         raise InputError(f"{path}: {what}: reference forces must be finite, shape ({len(atoms)}, 3)")
     try:
-        energy = _reference_energy(atoms, energy_key)
+        energy = reference_energy(atoms, energy_key)
     except InputError as exc:
         raise InputError(f"{path}: {what}: {exc}") from None
     if energy_key and energy is None:

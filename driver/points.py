@@ -9,7 +9,8 @@ same way for every task (driver.resume, Task.resume_state)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import h5py
@@ -75,3 +76,28 @@ class PointStore:
 
     def __len__(self) -> int:
         return sum(1 for key in self.group if key in self)
+
+
+def each_point(store: PointStore, keys: Sequence[str], compute: Callable[[int], Mapping[str, object]],
+               log: logging.Logger, label: str, describe: Callable[[Mapping], str] = lambda values: "") -> list[dict]:
+    """Every point's values in order, computing and storing only those not stored yet; a signal
+    (SIGTERM from the scheduler, Ctrl-C) stops between two points, with all finished ones kept."""
+    from driver import interrupt
+    from driver.progress import Progress
+
+    stored = sum(key in store for key in keys)
+    if stored:
+        log.info("%s: %d of %d points already stored (--resume); computing the other %d",
+                 label, stored, len(keys), len(keys) - stored)
+    progress = Progress(log, label, len(keys), unit="point")
+    results = []
+    for number, key in enumerate(keys):
+        values = store.get(key)
+        if values is None:
+            interrupt.raise_if_requested()
+            values = dict(compute(number))
+            store.put(key, values, step=number + 1)
+        results.append(dict(values))
+        progress.update(number + 1, describe(values))
+    progress.finish()
+    return results

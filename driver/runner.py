@@ -136,7 +136,7 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
     status = "failed"
     try:
         context = JobContext(job, recipe.task, potential, atoms, start.prepared, writer, out_dir, recipe.output,
-                             resume, share)
+                             resume, share, recipe.structure.file)
         entry.update(task.run(context))
         status = "completed" if entry.get("converged", True) else "not converged"
     except OutputError as exc:  # disk full, quota, file-size limit: every later job would fail alike

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING
 
+import h5py
 import numpy as np
 from ase import Atoms
 from ase.io import read
@@ -23,8 +25,29 @@ def read_with_ase(path, index, what: str):
         raise InputError(f"{path}: {what} ({first_line(exc)})") from None
 
 
+H5MD_SUFFIXES = (".h5", ".h5md", ".hdf5")
+
+
+def read_frames(path: str | Path, index: str | int, what: str) -> Atoms | list[Atoms]:
+    """Frames of any file ASE reads or of this driver's H5MD job files (an earlier run's
+    trajectory), `index` in ASE's syntax: an int gives one Atoms, a slice string a list."""
+    path = Path(path)
+    if path.suffix.lower() not in H5MD_SUFFIXES or not h5py.is_hdf5(path):
+        return read_with_ase(path, index, what)
+    from driver.analysis.trajectory import read_trajectory
+
+    trajectory = read_trajectory(path)
+    numbers = range(len(trajectory.positions_A))
+    try:
+        if isinstance(index, int) or ":" not in index:
+            return trajectory.frame(numbers[int(index)])
+        return [trajectory.frame(i) for i in numbers[slice(*[int(part) if part else None for part in index.split(":")])]]
+    except (IndexError, TypeError, ValueError):
+        raise InputError(f"{path}: {what} (no frame {index!r} among {len(numbers)})") from None
+
+
 def load_structure(spec: StructureSpec) -> Atoms:
-    atoms = read_with_ase(spec.file, spec.index, "structure.file: cannot read structure")
+    atoms = read_frames(spec.file, spec.index, "structure.file: cannot read structure")
     if not isinstance(atoms, Atoms) or len(atoms) == 0:
         raise InputError(f"{spec.file}: structure.file: holds no atoms")
     if atoms.pbc.any() and abs(np.linalg.det(atoms.cell[:])) < 1e-6:

@@ -27,7 +27,8 @@ if TYPE_CHECKING:
     from driver.potential import Potential
     from driver.recipe import OutputSpec
 
-TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb", "driver.tasks.relax")
+TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb", "driver.tasks.relax",
+                "driver.tasks.eos", "driver.tasks.elastic", "driver.tasks.single_point")
 
 DEFAULT_MIN_DISTANCE_A = 0.5
 
@@ -48,6 +49,18 @@ class Prepared:
     info: dict[str, object] = field(default_factory=dict)
 
 
+def prerelaxed(atoms: Atoms, spec) -> Prepared:
+    """The start of a task on a crystal (phonons, EOS, elastic): positions and, unless told not
+    to, the cell relaxed on the job's potential (`spec`: a driver.relax.CellRelaxSpec, or None)."""
+    if spec is None:
+        return Prepared(atoms)
+    from driver.relax import relax
+
+    outcome = relax(atoms, spec.fmax_eV_A, spec.max_steps, cell=spec.relax_cell, label="pre-relaxation")
+    return Prepared(atoms, {"prerelax_converged": outcome.converged, "prerelax_steps": outcome.steps,
+                            "relaxed_cell_A": atoms.cell[:].round(8).tolist()})
+
+
 @dataclass
 class JobContext:
     job: Job
@@ -60,6 +73,7 @@ class JobContext:
     output: OutputSpec
     resume: Any = None  # `driver run --resume`: Task.resume_state's answer, the state this job continues from
     share: Share = evaluate_here  # run.share_structures: World.map_shared, the ranks evaluate together
+    structure_file: str = ""  # the recipe's structure file, for tasks that read all its frames
 
 
 class Task:

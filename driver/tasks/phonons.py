@@ -21,10 +21,10 @@ from pydantic import Field, model_validator
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.errors import InputError, SimulationError
 from driver.potential import Potential
-from driver.relax import CellRelaxSpec, relax
+from driver.relax import CellRelaxSpec
 from driver.schema import Bool, Int, Strict, bounded
 from driver.structure import check_atom_count
-from driver.tasks import Prepared, Share, Task, evaluate_here
+from driver.tasks import Prepared, Share, Task, evaluate_here, prerelaxed
 
 log = logging.getLogger(__name__)
 
@@ -64,16 +64,6 @@ class PhononTask(Strict):
         if self.t_max_K <= self.t_min_K:
             raise ValueError(f"t_max_K must exceed t_min_K, got {self.t_min_K:g} and {self.t_max_K:g}")
         return self
-
-
-def prepare(atoms: Atoms, task: PhononTask) -> Prepared:
-    """Relax positions and (unless told not to) the cell on the job's potential."""
-    if task.relax is None:
-        return Prepared(atoms)
-    outcome = relax(atoms, task.relax.fmax_eV_A, task.relax.max_steps, cell=task.relax.relax_cell,
-                    label="pre-relaxation")
-    return Prepared(atoms, {"prerelax_converged": outcome.converged, "prerelax_steps": outcome.steps,
-                            "relaxed_cell_A": atoms.cell[:].round(8).tolist()})
 
 
 def to_phonopy(atoms: Atoms):
@@ -275,7 +265,7 @@ class PhononTaskKind(Task):
         check_atom_count(n_atoms, max_atoms, f"task.{field}: the phonon supercell {matrix.tolist()} has")
 
     def prepare(self, atoms: Atoms, spec: PhononTask) -> Prepared:
-        return prepare(atoms, spec)
+        return prerelaxed(atoms, spec.relax)
 
     def needs_stress(self, spec: PhononTask) -> bool:
         return spec.relax is not None and spec.relax.relax_cell
