@@ -231,6 +231,13 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
         starts = {variant: prepare_start(variant, structure, model, correction, task, recipe.task)
                   for variant in dict.fromkeys(job.variant for job in (to_run if not sharing else jobs))}
+    job_dir = out_dir if world.root or not sharing else Path(tempfile.mkdtemp(prefix=f"driver-rank{world.rank}-"))
+    # --resume of a shared job: every rank continues from rank 0's file, copied before the
+    # broadcast below (so before rank 0 opens it for writing).
+    with world.abort_on_error("resume failed"):
+        for job in mine if job_dir != out_dir else []:
+            if on_disk_by_job[job.name].state is not None:
+                shutil.copyfile(out_dir / f"{job.name}.h5", job_dir / f"{job.name}.h5")
     if sharing:  # rank 0's starts exactly, so that the ranks of a shared job stay in step
         starts = world.broadcast(starts)
     first = next(iter(starts.values()), None)
@@ -246,7 +253,6 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     }
     report = RunReport(out_dir, recipe.task.kind, rank=world.rank)
     entries: list[dict] = []  # this rank's jobs
-    job_dir = out_dir if world.root or not sharing else Path(tempfile.mkdtemp(prefix=f"driver-rank{world.rank}-"))
     share: Share = world.map_shared if sharing else evaluate_here
     try:
         with world.abort_on_error("job failed"):

@@ -20,6 +20,7 @@ from pydantic import Field, model_validator
 
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.errors import InputError, SimulationError
+from driver.points import PointStore, each_point
 from driver.potential import Potential
 from driver.relax import CellRelaxSpec
 from driver.schema import Bool, Int, Strict, bounded
@@ -97,22 +98,44 @@ def make_phonopy(atoms: Atoms, task: PhononTask):
     return phonon
 
 
+RESTART_CHUNK = 16  # displaced supercells per restart point, unless task.batch_size says otherwise
+
+
 def compute_force_sets(phonon, potential: Potential, batched: bool | str, batch_size: int | None,
-                       share: Share = evaluate_here) -> tuple[np.ndarray, float]:
+                       share: Share = evaluate_here, store: PointStore | None = None,
+                       label: str = "phonons") -> tuple[np.ndarray, float]:
     """Forces on every displaced supercell minus the perfect supercell's residual forces.
 
     Returns (force sets, the potential's energy of the perfect supercell). `share` decides who
-    evaluates the supercells (this rank, or all ranks of a shared job).
+    evaluates the supercells (this rank, or all ranks of a shared job). With `store` (the job's
+    file) the supercells go in chunks, each stored as it finishes, so --resume evaluates only the
+    missing ones.
     """
-    perfect = to_ase(phonon.supercell)
-    displaced = [to_ase(cell) for cell in phonon.supercells_with_displacements]
-    results = share(lambda part: potential.evaluate(part, ("energy", "forces"), batched=batched,
-                                                    batch_size=batch_size), [perfect, *displaced])
-    residual = results[0].forces
-    forces = np.array([r.forces - residual for r in results[1:]])
+    cells = [to_ase(phonon.supercell)] + [to_ase(cell) for cell in phonon.supercells_with_displacements]
+
+    def evaluate(part: list[Atoms]) -> list:
+        return share(lambda mine: potential.evaluate(mine, ("energy", "forces"), batched=batched,
+                                                     batch_size=batch_size), part)
+
+    if store is None:
+        results = evaluate(cells)
+        all_forces, energy = np.array([r.forces for r in results]), results[0].energy
+    else:
+        size = batch_size or RESTART_CHUNK
+        chunks = [cells[start:start + size] for start in range(0, len(cells), size)]
+
+        def compute(number: int) -> dict:
+            results = evaluate(chunks[number])
+            return {"forces": np.array([r.forces for r in results]), "energies": np.array([r.energy for r in results])}
+
+        points = each_point(store, [f"supercells_{i:05d}" for i in range(len(chunks))], compute, log,
+                            f"{label}: {len(cells) - 1} displaced supercells")
+        all_forces = np.concatenate([p["forces"] for p in points])
+        energy = float(points[0]["energies"][0])
+    forces = all_forces[1:] - all_forces[0]
     if not np.isfinite(forces).all():
         raise SimulationError("non-finite forces on a displaced supercell")
-    return forces, results[0].energy
+    return forces, energy
 
 
 def band_path(phonon, points_per_segment: int):
@@ -162,7 +185,7 @@ def run(context) -> dict:
     n_displacements = len(phonon.supercells_with_displacements)
     log.info("%s: %d displaced supercells of %d atoms", context.job.name, n_displacements, len(phonon.supercell))
     forces, supercell_energy = compute_force_sets(phonon, context.potential, task.batched, task.batch_size,
-                                                  context.share)
+                                                  context.share, PointStore(context.writer), context.job.name)
     phonon.forces = forces
     phonon.produce_force_constants()
     phonon.symmetrize_force_constants()

@@ -25,3 +25,32 @@ FAMILY = ModelFamily(
     load=load,
     distributions=("ase",),
 )
+
+
+SLOW_CALL_S = 0.03
+
+
+def load_slow(spec, device: str, models_dirs: list[Path]):
+    """EMT that takes SLOW_CALL_S per call: slow enough to be killed mid-job by the restart tests."""
+    import time
+
+    from ase.calculators.emt import EMT
+
+    from driver.models import LoadedWeights
+
+    class SlowEMT(EMT):
+        def calculate(self, *args, **kwargs):
+            time.sleep(SLOW_CALL_S)
+            super().calculate(*args, **kwargs)
+
+    return LoadedWeights(SlowEMT(), "ase-emt-slow", None)
+
+
+SLOW_FAMILY = ModelFamily(
+    name="emt_slow",
+    package="ase",
+    dtypes=("float64",),
+    description="ASE's EMT, slowed down (restart tests only)",
+    load=load_slow,
+    distributions=("ase",),
+)
