@@ -48,6 +48,13 @@ class SofteningCorrection(Potential):
                 "reference_energy_eV": self.reference_energy_eV}
 
 
+def corrected_energy_is_defined(reference, atoms) -> bool:
+    """E' = E0 + (E - E0)/s compares energies on one PES: it means something only for a structure
+    with the reference's composition (the same atoms, any positions or cell). Forces and stresses
+    (F/s, sigma/s) are defined for any structure."""
+    return sorted(reference.numbers.tolist()) == sorted(atoms.numbers.tolist())
+
+
 @dataclass(frozen=True)
 class SofteningScale:
     """A softening scale and where it came from (inline in the recipe, or a fit file)."""

@@ -62,7 +62,7 @@ def _recipe(folder: Path, task: dict, output: dict | None = None) -> Path:
 CASES = {
     "relax": ({"kind": "relax", "cell": True, "fmax_eV_A": 0.01, "max_steps": 300}, {"checkpoint_every": 4}, 8),
     "eos": ({"kind": "eos", "n_points": 7, "strain": 0.02, "fmax_eV_A": 0.05}, {}, 2),
-    "elastic": ({"kind": "elastic", "relax": None, "normal_strains": [-0.01, 0.01], "shear_strains": [-0.01, 0.01],
+    "elastic": ({"kind": "elastic", "relax": {"fmax_eV_A": 0.05}, "normal_strains": [-0.01, 0.01], "shear_strains": [-0.01, 0.01],
                  "fmax_eV_A": 0.05},
                 {}, 4),
     "phonons": ({"kind": "phonons", "supercell": [1, 1, 1], "batch_size": 4, "batched": False}, {}, 4),

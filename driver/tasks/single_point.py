@@ -18,6 +18,7 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field, ValidationInfo, field_validator
 
+from driver.correction import corrected_energy_is_defined
 from driver.errors import InputError
 from driver.labels import reference_energy, reference_forces
 from driver.points import PointStore, each_point
@@ -84,13 +85,23 @@ def run(context) -> dict:
                         f"{context.job.name}: {len(frames)} frames of {path.name}",
                         lambda values: f"E {values['energies_eV'][-1]:.4f} eV")
     energies = np.concatenate([p["energies_eV"] for p in points])
+    undefined = []
+    if context.potential.provenance().get("softening_scale"):
+        undefined = [i for i, atoms in enumerate(frames) if not corrected_energy_is_defined(context.atoms, atoms)]
+        if undefined:
+            log.warning("%s: %d of %d frames have another composition than the reference structure: their "
+                        "corrected energies are undefined (stored as NaN); forces are corrected as usual",
+                        context.job.name, len(undefined), len(frames))
+            energies[undefined] = np.nan
     forces = np.concatenate([p["forces_eV_A"] for p in points])
     n_atoms = np.array([len(atoms) for atoms in frames])
     arrays = {"energies_eV": energies, "forces_eV_A": forces, "n_atoms": n_atoms}
     if spec.stress:
         arrays["stresses_eV_A3"] = np.concatenate([p["stresses_eV_A3"] for p in points])
     summary: dict[str, object] = {"n_frames": len(frames), "frames_file": str(path), "index": spec.index,
-                                  "mean_energy_per_atom_eV": float(np.mean(energies / n_atoms)),
+                                  "energy_undefined_frames": len(undefined),
+                                  "mean_energy_per_atom_eV": float(np.nanmean(energies / n_atoms))
+                                  if len(undefined) < len(frames) else None,
                                   "max_force_eV_A": float(np.linalg.norm(forces, axis=1).max())}
     summary.update(errors_against_labels(energies, forces, n_atoms, ref_energies, ref_forces, arrays))
     context.writer.write_results("single_point", summary, arrays)
@@ -114,7 +125,7 @@ def errors_against_labels(energies: np.ndarray, forces: np.ndarray, n_atoms: np.
                      force_slope=float(np.sum(model * reference) / denominator) if denominator > 0 else None)
         arrays["reference_forces_eV_A"] = reference
         arrays["labelled_forces_eV_A"] = model
-    with_energy = [i for i, e in enumerate(ref_energies) if e is not None]
+    with_energy = [i for i, e in enumerate(ref_energies) if e is not None and np.isfinite(energies[i])]
     if with_energy:
         per_atom = np.array([(energies[i] - ref_energies[i]) / n_atoms[i] for i in with_energy])
         found.update(energy_mae_per_atom_eV=float(np.mean(np.abs(per_atom))),
@@ -168,21 +179,28 @@ class SinglePointTaskKind(Task):
         return run(context)
 
     def report_line(self, entry: dict) -> str:
-        line = (f"  {entry['file']:<24} {entry['n_frames']} frames, <E>/atom {entry['mean_energy_per_atom_eV']:.4f} eV, "
-                f"max |F| {entry['max_force_eV_A']:.3f} eV/Å")
+        mean = entry.get("mean_energy_per_atom_eV")
+        line = (f"  {entry['file']:<24} {entry['n_frames']} frames, <E>/atom "
+                f"{'undefined' if mean is None else f'{mean:.4f} eV'}, max |F| {entry['max_force_eV_A']:.3f} eV/Å")
         if entry.get("force_mae_eV_A") is not None:
             line += (f"; vs reference ({entry['reference_forces_frames']} frames): force MAE "
                      f"{entry['force_mae_eV_A']:.4f} eV/Å, slope {entry['force_slope']:.3f}")
         if entry.get("energy_mae_per_atom_eV") is not None:
             line += f", energy MAE {1000 * entry['energy_mae_per_atom_eV']:.1f} meV/atom"
+        if entry.get("energy_undefined_frames"):
+            line += f" ({entry['energy_undefined_frames']} frames of another composition: no corrected energy)"
         return line + (f"; plot {entry['plot']}" if entry.get("plot") else "")
 
     def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
         if raw.get("force_mae_eV_A") is None or corrected.get("force_mae_eV_A") is None:
             return None
-        return (f"  single_point: force MAE vs reference {raw['force_mae_eV_A']:.4f} (raw) -> "
+        line = (f"  single_point: force MAE vs reference {raw['force_mae_eV_A']:.4f} (raw) -> "
                 f"{corrected['force_mae_eV_A']:.4f} eV/Å (corrected); slope {raw['force_slope']:.3f} -> "
                 f"{corrected['force_slope']:.3f} (1 is the reference's stiffness)")
+        if corrected["force_mae_eV_A"] > raw["force_mae_eV_A"]:
+            line += ("\n  WARNING: the correction makes these forces WORSE: its s was not fitted on structures like "
+                     "these (driver fit on their labels gives theirs)")
+        return line
 
     def finalize(self, out_dir, entries: list[dict]) -> None:
         finalize(out_dir, entries)
