@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 MAX_TIMESTEP_FS = 10.0
 MAX_TEMPERATURE_K = 1e5
 
-Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk"]
+Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk",
+                   "npt_mtk_aniso"]
 
 
 class MDTask(Strict):
@@ -153,6 +154,12 @@ def _ensemble_integrator(atoms: Atoms, task: MDTask, temperature_K: float, seed:
         return IsotropicMTKNPT(atoms, timestep=dt, temperature_K=temperature_K,
                                pressure_au=task.pressure_GPa * units.GPa,
                                tdamp=task.tdamp_fs * units.fs, pdamp=task.pdamp_fs * units.fs)
+    if task.ensemble == "npt_mtk_aniso":
+        from ase.md.nose_hoover_chain import MTKNPT
+
+        # All nine cell components move: triclinic cells relax shape as well as volume.
+        return MTKNPT(atoms, timestep=dt, temperature_K=temperature_K, pressure_au=task.pressure_GPa * units.GPa,
+                      tdamp=task.tdamp_fs * units.fs, pdamp=task.pdamp_fs * units.fs)
     raise ValueError(f"unknown ensemble {task.ensemble!r}")
 
 
