@@ -220,7 +220,7 @@ class MDResult:
 def summarize(atoms: Atoms, task: MDTask, writer: H5MDWriter) -> MDResult:
     """Headline numbers from the frames in the file, so a resumed job reports the same as an
     uninterrupted one."""
-    times_fs = writer.file["particles/all/position/step"][: writer.frames] * task.timestep_fs
+    times_fs = writer.steps() * task.timestep_fs
     stored = writer.file["observables"]
     conserved_name = "conserved_energy" if "conserved_energy" in stored else "total_energy" if task.ensemble == "nve" else None
     drift = None  # only where a conserved quantity exists: NVE, or the integrator reports one
