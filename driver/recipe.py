@@ -211,6 +211,8 @@ _BRANCH_NAMES = {
     "list[float]": "a list of numbers",
     "tuple[int, int, int]": "three integers",
     "tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]": "a 3x3 integer matrix",
+    "TemperatureRamp": "a ramp {start, stop, steps}",  # task.temperature_K's schedules (driver.tasks.md_schedule)
+    "TemperaturePoints": "{schedule: [[step, K], ...]}",
 }
 
 
@@ -219,7 +221,7 @@ def _is_union_branch(part: Any) -> bool:
     recipe keys are identifiers and never these type names."""
     if not isinstance(part, str) or part.startswith("function-"):
         return False
-    return not part.isidentifier() or part in ("float", "int", "bool", "str")
+    return not part.isidentifier() or part in ("float", "int", "bool", "str") or part in _BRANCH_NAMES
 
 
 def _value_at(data: Any, loc: tuple) -> Any:
