@@ -11,6 +11,7 @@ import signal
 import h5py
 import numpy as np
 import pytest
+from ase import Atoms
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
@@ -22,7 +23,7 @@ from driver.tasks.md_schedule import Schedule
 from tests.conftest import ROOT, emt_recipe, write_recipe
 
 
-def _cu32() -> object:
+def _cu32() -> Atoms:
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
     atoms.rattle(0.02, seed=1)
     atoms.calc = EMT()
