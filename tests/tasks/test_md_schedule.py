@@ -63,20 +63,20 @@ def test_langevin_follows_a_ramp(tmp_path):
     assert abs(np.mean(seen["temperature"][ramp] - seen["target_temperature"][ramp])) < 60
 
 
-@pytest.mark.parametrize("ensemble", ["nvt_bussi", "nvt_nose_hoover", "npt_mtk"])
+@pytest.mark.parametrize("ensemble", ["nvt_bussi", "nvt_nose_hoover", "npt_berendsen", "npt_mtk", "npt_mtk_aniso"])
 def test_other_thermostats_follow_a_schedule(tmp_path, ensemble):
-    """Cooling 900 -> 300 K: each integrator's own target moves (Bussi's kinetic energy, the
-    Nose-Hoover and MTK chains' kT), so the end is far colder than the start."""
+    """Cooling 900 -> 300 K: each integrator's own target moves (Bussi's kinetic energy, Berendsen's
+    temperature, the Nose-Hoover and MTK chains' kT), so the end is far colder than the start."""
     atoms = _cu32()
-    task = MDTask(kind="md", ensemble=ensemble, timestep_fs=2.0, steps=600, tdamp_fs=40.0, pdamp_fs=400.0, seed=2,
-                  temperature_K={"schedule": [[0, 900], [300, 300]]})
+    task = MDTask(kind="md", ensemble=ensemble, timestep_fs=2.0, steps=400, tdamp_fs=40.0, pdamp_fs=400.0, seed=2,
+                  temperature_K={"schedule": [[0, 900], [200, 300]]})
     initialize_velocities(atoms, 900, task.seed)
     writer = H5MDWriter(tmp_path / "cool.h5", atoms, provenance={}, flush_every=50)
     run_md(atoms, task, task.schedule, writer, write_every=2)
     writer.close("completed")
     seen = _observables(tmp_path / "cool.h5")
-    held = seen["temperature"][seen["step"] >= 400].mean()
-    assert abs(held - 300) < 90, held
+    held = seen["temperature"][seen["step"] >= 250].mean()
+    assert abs(held - 300) < 60, held  # measured 285-313 K over two seeds
 
 
 def test_explosion_check_uses_the_current_target(emt_family, tmp_path, capsys):
@@ -92,6 +92,36 @@ def test_explosion_check_uses_the_current_target(emt_family, tmp_path, capsys):
     assert "exploded" in job["error"] and "x the target" in job["error"]
     target = float(job["error"].split("the target ")[1].split(" K")[0])
     assert target < 2000 / 1.5  # the target of that step, below what the first target allowed
+
+
+def _md(path, task: MDTask, resume_from=None) -> None:
+    """As tests/test_restart.py: a job from the start, or continued from a file's checkpoint."""
+    atoms = _cu32()
+    if resume_from is None:
+        initialize_velocities(atoms, task.schedule.start_K, task.seed)
+        writer, state = H5MDWriter(path, atoms, provenance={}, flush_every=3), None
+    else:
+        with h5py.File(resume_from, "r") as f:
+            state = read_latest(f)
+        writer = H5MDWriter.reopen(resume_from, state.frames, flush_every=3)
+    run_md(atoms, task, task.schedule, writer, write_every=2, checkpoint_every=5, resume=state)
+    writer.close("completed")
+
+
+@pytest.mark.parametrize("ensemble", ["nvt_langevin", "nvt_bussi", "nvt_nose_hoover", "npt_berendsen", "npt_mtk",
+                                      "npt_mtk_aniso"])
+def test_every_thermostat_resumes_mid_schedule_exactly(tmp_path, ensemble):
+    """Stopped at step 25 of 40 (checkpoint at 25, mid-ramp), continued by a fresh integrator: the
+    same frames as one uninterrupted run, so the target at the checkpoint's step was restored."""
+    task = MDTask(kind="md", ensemble=ensemble, timestep_fs=2.0, steps=40, tdamp_fs=20.0, pdamp_fs=200.0, seed=7,
+                  temperature_K={"schedule": [[0, 400], [30, 1000], [40, 700]]})
+    _md(tmp_path / "whole.h5", task)
+    _md(tmp_path / "split.h5", task.model_copy(update={"steps": 25}))
+    _md(tmp_path / "split.h5", task, resume_from=tmp_path / "split.h5")
+    whole, split = _observables(tmp_path / "whole.h5"), _observables(tmp_path / "split.h5")
+    assert set(whole) == set(split) and np.array_equal(whole["step"], np.arange(0, 41, 2))
+    for name in whole:
+        np.testing.assert_allclose(split[name], whole[name], rtol=0, atol=1e-10, err_msg=name)
 
 
 def _sigterm_at(monkeypatch, step: int) -> None:
