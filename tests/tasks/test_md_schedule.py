@@ -44,8 +44,8 @@ def test_schedule_interpolates_and_holds():
 
 def test_langevin_follows_a_ramp(tmp_path):
     """EMT Cu (32 atoms), Langevin (1/friction = 20 fs): heated 300 -> 900 K over 600 steps, then
-    held for 400. The held part's mean temperature is the final target, the ramp's tracks the
-    target, and the start is at 300 K: a thermostat left at the first target would stay there."""
+    held for 400. The held part's mean temperature is the final target and the ramp's tracks the
+    moving target; a thermostat left at the first target would stay near 300 K."""
     atoms = _cu32()
     task = MDTask(kind="md", ensemble="nvt_langevin", timestep_fs=2.0, steps=1000, friction_per_fs=0.05, seed=3,
                   temperature_K={"start": 300, "stop": 900, "steps": 600})
@@ -56,11 +56,10 @@ def test_langevin_follows_a_ramp(tmp_path):
     seen = _observables(tmp_path / "ramp.h5")
     np.testing.assert_allclose(seen["target_temperature"], np.interp(seen["step"], [0, 600], [300, 900]))
     held = seen["step"] >= 700
-    assert abs(seen["temperature"][held].mean() - 900) < 60
-    early = (seen["step"] >= 50) & (seen["step"] < 150)
-    assert abs(seen["temperature"][early].mean() - 350) < 60
-    ramp = (seen["step"] >= 300) & (seen["step"] < 600)
-    assert abs(np.mean(seen["temperature"][ramp] - seen["target_temperature"][ramp])) < 60
+    assert abs(seen["temperature"][held].mean() - 900) < 60  # measured 884-934 K over three seeds
+    for first, last in ((50, 150), (300, 600)):  # early and late in the ramp: T lags the target a little
+        window = (seen["step"] >= first) & (seen["step"] < last)
+        assert abs(np.mean(seen["temperature"][window] - seen["target_temperature"][window])) < 60, (first, last)
 
 
 @pytest.mark.parametrize("ensemble", ["nvt_bussi", "nvt_nose_hoover", "npt_berendsen", "npt_mtk", "npt_mtk_aniso"])
