@@ -6,13 +6,13 @@ Layout (what DESIGN.md promises and MDAnalysis's H5MD reader opens):
     /particles/all/species     atomic numbers (time-independent)
     /particles/all/{position,velocity,force}/{step,time,value}
     /observables/<name>/{step,time,value}
-With `trajectory=False` (output.trajectory: false) /particles/all holds the first frame only (the
-start: positions and box) on a clock of its own, and the observables share theirs; a resumed MD
-job reads its restart state from /checkpoint, never from frames.
     /parameters                provenance as attributes
     /results/<task>            task results
     /checkpoint/{a,b}          MD restart state (driver.checkpoint), the newer valid slot wins
 The root attribute `status` reads `running` until the job ends; only `completed` files are whole.
+With `trajectory=False` (output.trajectory: false) /particles/all holds the first frame only (the
+start: positions and box) on a clock of its own, and the observables share theirs; a resumed MD
+job reads its restart state from /checkpoint, never from frames.
 """
 
 from __future__ import annotations
