@@ -56,6 +56,8 @@ INTEGRATOR_STATE: dict[str, tuple[str, ...]] = {
     "NPTBerendsen": (),
     "IsotropicMTKNPT": ("_q", "_p", "_eps", "_p_eps", "_cell0", "_volume0", "_thermostat._eta",
                         "_thermostat._p_eta", "_barostat._xi", "_barostat._p_xi"),
+    "MTKNPT": ("_q", "_p", "_h", "_p_g", "_thermostat._eta", "_thermostat._p_eta", "_barostat._xi",
+               "_barostat._p_xi"),
 }
 
 

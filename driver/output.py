@@ -10,6 +10,9 @@ Layout (what DESIGN.md promises and MDAnalysis's H5MD reader opens):
     /results/<task>            task results
     /checkpoint/{a,b}          MD restart state (driver.checkpoint), the newer valid slot wins
 The root attribute `status` reads `running` until the job ends; only `completed` files are whole.
+With `trajectory=False` (output.trajectory: false) /particles/all holds the first frame only (the
+start: positions and box) on a clock of its own, and the observables share theirs; a resumed MD
+job reads its restart state from /checkpoint, never from frames.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ OBSERVABLE_UNITS = {
     "total_energy": "eV",
     "conserved_energy": "eV",
     "temperature": "K",
+    "target_temperature": "K",
     "volume": "Angstrom3",
     "pressure": "GPa",
     "mean_squared_displacement": "Angstrom2",
@@ -93,6 +97,7 @@ class H5MDWriter:
         compression: str | None = None,
         velocities: bool = True,
         forces: bool = True,
+        trajectory: bool = True,
     ):
         self.path = Path(path)
         self.flush_every = flush_every
@@ -100,6 +105,7 @@ class H5MDWriter:
         self.n_atoms = len(atoms)
         self.frames = 0
         self.failed = False
+        self.trajectory = trajectory
         self._checkpointer: Checkpointer | None = None
         self.file = h5py.File(self.path, "w")
         self.file.attrs["status"] = "running"
@@ -108,9 +114,9 @@ class H5MDWriter:
         self._series: dict[str, h5py.Group] = {}
         self._values: dict[str, h5py.Dataset] = {}
         self._add_series("position", particles, (self.n_atoms, 3), UNITS["position"])
-        if velocities:
+        if velocities and trajectory:
             self._add_series("velocity", particles, (self.n_atoms, 3), UNITS["velocity"])
-        if forces:
+        if forces and trajectory:
             self._add_series("force", particles, (self.n_atoms, 3), UNITS["force"])
         self._add_series("box/edges", particles, (3, 3), UNITS["edges"])
 
@@ -129,10 +135,13 @@ class H5MDWriter:
         particles = self.file["particles/all"]
         self.n_atoms = particles["species"].shape[0]
         self._series, self._values = {}, {}
+        observables = self.file.get("observables", {})
+        # Observables on a clock of their own: written with trajectory=False.
+        self.trajectory = not observables or observables[next(iter(observables))]["step"] == particles["position/step"]
         for name in ("position", "velocity", "force", "box/edges"):
             if name in particles:
                 self._remember(name, particles[name])
-        for name, group in self.file.get("observables", {}).items():
+        for name, group in observables.items():
             self._remember(name, group)
         self._drop_partial_frame()
         self.file.attrs["status"] = "running"
@@ -149,6 +158,10 @@ class H5MDWriter:
     def series(self, name: str) -> np.ndarray:
         """The stored values of one observable (all frames written so far)."""
         return self.file[f"observables/{name}/value"][: self.frames]
+
+    def steps(self) -> np.ndarray:
+        """The step of every frame written so far (the observables' clock)."""
+        return self._clock[0][: self.frames]
 
     def _write_header(self, atoms: Atoms, provenance: Mapping[str, object]) -> None:
         h5md = self.file.create_group("h5md")
@@ -169,8 +182,10 @@ class H5MDWriter:
         masses.attrs["unit"] = "u"
         self.write_attributes("parameters", provenance)
 
-    def _add_series(self, name: str, parent: h5py.Group, shape: tuple[int, ...], unit: str | None) -> h5py.Group:
-        """A time-dependent H5MD element; its step/time are hard links to the position's."""
+    def _add_series(self, name: str, parent: h5py.Group, shape: tuple[int, ...], unit: str | None,
+                    clock: str = "position") -> h5py.Group:
+        """A time-dependent H5MD element; its step/time are hard links to those of the series
+        `clock` (the position's; the first observable's without a trajectory), its own if none yet."""
         group = parent.create_group(name)
         frames_per_chunk = max(1, min(self.flush_every, _CHUNK_BYTES // (8 * int(np.prod(shape)))))
         value = group.create_dataset(
@@ -179,7 +194,7 @@ class H5MDWriter:
         )
         if unit:
             value.attrs["unit"] = unit
-        clock = self._series.get("position")
+        clock = self._series.get(clock)
         if clock is None:
             group.create_dataset("step", shape=(0,), maxshape=(None,), dtype="i8", chunks=(1024,))
             time = group.create_dataset("time", shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
@@ -196,7 +211,9 @@ class H5MDWriter:
         self._series[name] = group
         self._values[name] = group["value"]
         if name == "position":
-            self._clock = (group["step"], group["time"])
+            self._clock = self._start_clock = (group["step"], group["time"])
+        elif not self.trajectory and group.parent.name == "/observables" and self._clock is self._start_clock:
+            self._clock = (group["step"], group["time"])  # the first observable's: every frame's steps
 
     def append(self, step: int, time_fs: float, atoms: Atoms, observables: Mapping[str, float]) -> None:
         """Add one frame; values come from the atoms' calculator cache, so nothing is recomputed.
@@ -216,13 +233,19 @@ class H5MDWriter:
     def _write_frame(self, step: int, time_fs: float, frame_values: Mapping[str, object],
                      observables: Mapping[str, float]) -> None:
         if self.frames == 0:
+            first = next(iter(observables), None)
             for name in observables:
-                self._add_series(name, self.file.require_group("observables"), (), OBSERVABLE_UNITS.get(name))
+                self._add_series(name, self.file.require_group("observables"), (), OBSERVABLE_UNITS.get(name),
+                                 clock="position" if self.trajectory else first)
         index = self.frames
-        for dataset, value in zip(self._clock, (step, time_fs), strict=True):
-            dataset.resize((index + 1,))
-            dataset[index] = value
+        clocks = [self._clock] if self.trajectory or index > 0 else [self._start_clock, self._clock]
+        for clock in dict.fromkeys(clocks):
+            for dataset, value in zip(clock, (step, time_fs), strict=True):
+                dataset.resize((index + 1,))
+                dataset[index] = value
         for name, value in frame_values.items():
+            if not self.trajectory and index > 0 and name not in observables:
+                continue  # without a trajectory: the particles' first frame only
             dataset = self._values[name]
             dataset.resize((index + 1, *dataset.shape[1:]))
             dataset[index] = value

@@ -125,6 +125,8 @@ class OutputSpec(Strict):
     compression: Literal["gzip", "lzf"] | None = None
     forces: Bool = True
     velocities: Bool = True
+    trajectory: Bool = Field(True, description="false: MD stores observables only, no position/velocity/force "
+                             "frames after the first (the start); checkpoints still allow --resume")
 
 
 class RunSpec(Strict):
@@ -160,6 +162,13 @@ class Recipe(Strict):
         for name in ("write_every", "checkpoint_every"):
             if steps is not None and name in self.output.model_fields_set and getattr(self.output, name) > steps:
                 raise ValueError(f"output.{name}: must be <= task.steps ({steps}), got {getattr(self.output, name)}")
+        return self
+
+    @model_validator(mode="after")
+    def _trajectory_is_md(self) -> Recipe:
+        if not self.output.trajectory and not tasks()[self.task.kind].streams_trajectory:
+            raise ValueError(f"output.trajectory: false drops MD frames; task.kind {self.task.kind} writes no "
+                             "trajectory (only its structure, as one frame)")
         return self
 
     @model_validator(mode="after")
@@ -202,6 +211,8 @@ _BRANCH_NAMES = {
     "list[float]": "a list of numbers",
     "tuple[int, int, int]": "three integers",
     "tuple[tuple[int, int, int], tuple[int, int, int], tuple[int, int, int]]": "a 3x3 integer matrix",
+    "TemperatureRamp": "a ramp {start, stop, steps}",  # task.temperature_K's schedules (driver.tasks.md_schedule)
+    "TemperaturePoints": "{schedule: [[step, K], ...]}",
 }
 
 
@@ -210,7 +221,7 @@ def _is_union_branch(part: Any) -> bool:
     recipe keys are identifiers and never these type names."""
     if not isinstance(part, str) or part.startswith("function-"):
         return False
-    return not part.isidentifier() or part in ("float", "int", "bool", "str")
+    return not part.isidentifier() or part in ("float", "int", "bool", "str") or part in _BRANCH_NAMES
 
 
 def _value_at(data: Any, loc: tuple) -> Any:

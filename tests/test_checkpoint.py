@@ -11,7 +11,7 @@ from ase.calculators.emt import EMT
 from driver.checkpoint import INTEGRATOR_STATE, CheckpointError, capture, restore_integrator
 from driver.tasks.md import MDTask, initialize_velocities, make_integrator
 
-ENSEMBLES = ["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk"]
+ENSEMBLES = ["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk", "npt_mtk_aniso"]
 
 
 def _integrator(ensemble: str):

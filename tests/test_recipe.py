@@ -84,7 +84,8 @@ def test_bad_recipe_is_one_line_exit_2(tmp_path, capsys, case):
 
 
 @pytest.mark.parametrize("sections, expected", [
-    ({"task": {"temperature_K": "hot"}}, "task.temperature_K: must be a number or a list of numbers, got 'hot'"),
+    ({"task": {"temperature_K": "hot"}}, "task.temperature_K: must be a number or a list of numbers or a ramp {start, stop, steps} or "
+     "{schedule: [[step, K], ...]}, got 'hot'"),
     ({"task": {"kind": "phonons", "supercell": [2, 2]}},
      "task.supercell: must be three integers or a 3x3 integer matrix, got [2, 2]"),
     ({"task": {"kind": "phonons", "supercell": [2, 2, 2], "batched": "sometimes"}},

@@ -55,7 +55,7 @@ def _frames(path: Path) -> dict[str, np.ndarray]:
 
 
 @pytest.mark.parametrize("ensemble", ["nve", "nvt_langevin", "nvt_bussi", "nvt_nose_hoover",
-                                      "npt_berendsen", "npt_mtk"])
+                                      "npt_berendsen", "npt_mtk", "npt_mtk_aniso"])
 def test_resumed_md_equals_uninterrupted_for_every_ensemble(tmp_path, ensemble):
     task = MDTask(kind="md", ensemble=ensemble, timestep_fs=2.0, steps=40, temperature_K=600.0, seed=7,
                   tdamp_fs=20.0, pdamp_fs=200.0)

@@ -16,7 +16,7 @@ from ase import Atoms, units
 from ase.md.md import MolecularDynamics
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.neighborlist import neighbor_list
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from driver import interrupt
 from driver.checkpoint import MDState, capture, read_latest, restore_atoms, restore_integrator
@@ -29,24 +29,33 @@ from driver.progress import Progress
 from driver.relax import RelaxSpec, relax
 from driver.schema import Float, Strict, bounded
 from driver.tasks import Prepared, Task
+from driver.tasks.md_schedule import (
+    MAX_TEMPERATURE_K,
+    Schedule,
+    TemperaturePoints,
+    TemperatureRamp,
+    parse_schedule,
+    set_target_temperature,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_TIMESTEP_FS = 10.0
-MAX_TEMPERATURE_K = 1e5
 
-Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk"]
+Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk",
+                   "npt_mtk_aniso"]
 
 
 class MDTask(Strict):
-    """Molecular dynamics with one of ASE's integrators; one job per temperature."""
+    """Molecular dynamics with one of ASE's integrators; one job per temperature, or one job
+    following a temperature schedule (driver.tasks.md_schedule)."""
 
     kind: Literal["md"]
     ensemble: Ensemble = "nvt_langevin"
     timestep_fs: bounded(gt=0, le=MAX_TIMESTEP_FS, unit="fs", warn_above=5,
                          why="most integrators lose energy conservation above ~5 fs, sooner with H or Li")
     steps: bounded(int, ge=1, le=10**9)
-    temperature_K: Float | list[Float]
+    temperature_K: Float | list[Float] | TemperatureRamp | TemperaturePoints
     seed: bounded(int, ge=0, le=2**32 - 1) = Field(0, description="numpy RNG seed for velocities and thermostat noise")
     friction_per_fs: bounded(gt=0, le=10, unit="fs^-1") = Field(0.01, description="Langevin friction")
     tdamp_fs: bounded(gt=0, le=10**6, unit="fs") = Field(100.0, description="thermostat time constant")
@@ -63,7 +72,9 @@ class MDTask(Strict):
     @field_validator("temperature_K", mode="before")
     @classmethod
     def _real_temperatures(cls, value):
-        """Before pydantic's coercion, which would read `true` as 1 K."""
+        """Before pydantic's coercion, which would read `true` as 1 K; a mapping is a schedule."""
+        if isinstance(value, dict):
+            return parse_schedule(value)
         for t in value if isinstance(value, list) else [value]:
             if isinstance(t, bool):
                 raise ValueError(f"must be a number in K, got {str(t).lower()}")
@@ -73,7 +84,10 @@ class MDTask(Strict):
 
     @field_validator("temperature_K")
     @classmethod
-    def _positive_temperatures(cls, value):
+    def _positive_temperatures(cls, value, info: ValidationInfo):
+        if isinstance(value, TemperatureRamp | TemperaturePoints):
+            _check_schedule(Schedule(value.points()), info.data)
+            return value
         values = value if isinstance(value, list) else [value]
         if not values:
             raise ValueError("must list at least one temperature")
@@ -88,10 +102,30 @@ class MDTask(Strict):
         return value
 
     @property
+    def schedule(self) -> Schedule | None:
+        """The one scheduled job's targets; None for a temperature per job."""
+        if isinstance(self.temperature_K, TemperatureRamp | TemperaturePoints):
+            return Schedule(self.temperature_K.points())
+        return None
+
+    @property
     def temperatures_K(self) -> list[float]:
+        """One job per temperature (a schedule: one job, from its first temperature)."""
+        if self.schedule is not None:
+            return [self.schedule.start_K]
         return list(self.temperature_K) if isinstance(self.temperature_K, list) else [
             self.temperature_K
         ]
+
+
+def _check_schedule(schedule: Schedule, fields: dict) -> None:
+    """`fields`: the task's fields declared before temperature_K (absent where they were invalid)."""
+    if fields.get("ensemble") == "nve":
+        raise ValueError("a schedule needs a thermostat; ensemble nve has none "
+                         "(temperature_K only draws its starting velocities there)")
+    steps = fields.get("steps")
+    if steps is not None and schedule.last_step > steps:
+        raise ValueError(f"the schedule runs to step {schedule.last_step}, beyond task.steps ({steps})")
 
 
 def initialize_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None:
@@ -153,6 +187,12 @@ def _ensemble_integrator(atoms: Atoms, task: MDTask, temperature_K: float, seed:
         return IsotropicMTKNPT(atoms, timestep=dt, temperature_K=temperature_K,
                                pressure_au=task.pressure_GPa * units.GPa,
                                tdamp=task.tdamp_fs * units.fs, pdamp=task.pdamp_fs * units.fs)
+    if task.ensemble == "npt_mtk_aniso":
+        from ase.md.nose_hoover_chain import MTKNPT
+
+        # All nine cell components move: triclinic cells relax shape as well as volume.
+        return MTKNPT(atoms, timestep=dt, temperature_K=temperature_K, pressure_au=task.pressure_GPa * units.GPa,
+                      tdamp=task.tdamp_fs * units.fs, pdamp=task.pdamp_fs * units.fs)
     raise ValueError(f"unknown ensemble {task.ensemble!r}")
 
 
@@ -213,9 +253,11 @@ class MDResult:
 def summarize(atoms: Atoms, task: MDTask, writer: H5MDWriter) -> MDResult:
     """Headline numbers from the frames in the file, so a resumed job reports the same as an
     uninterrupted one."""
-    times_fs = writer.file["particles/all/position/step"][: writer.frames] * task.timestep_fs
+    times_fs = writer.steps() * task.timestep_fs
     stored = writer.file["observables"]
     conserved_name = "conserved_energy" if "conserved_energy" in stored else "total_energy" if task.ensemble == "nve" else None
+    if task.schedule is not None:
+        conserved_name = None  # with a moving target the thermostat's "conserved" energy is not conserved
     drift = None  # only where a conserved quantity exists: NVE, or the integrator reports one
     if conserved_name is not None and writer.frames > 2:
         slope_per_fs = np.polyfit(times_fs, writer.series(conserved_name), 1)[0]
@@ -233,31 +275,43 @@ def summarize(atoms: Atoms, task: MDTask, writer: H5MDWriter) -> MDResult:
     )
 
 
-def run_md(atoms: Atoms, task: MDTask, temperature_K: float, writer: H5MDWriter, write_every: int,
+def run_md(atoms: Atoms, task: MDTask, temperature_K: float | Schedule, writer: H5MDWriter, write_every: int,
            label: str = "md", checkpoint_every: int | None = None, resume: MDState | None = None) -> MDResult:
     """Integrate up to `task.steps` steps, streaming frames and checkpoints; from `resume`, continue
-    a checkpointed run exactly (same positions to the last bit, thermostat noise included)."""
+    a checkpointed run exactly (same positions to the last bit, thermostat noise included).
+    `temperature_K`: the target, or a Schedule the thermostat follows step by step."""
+    schedule = temperature_K if isinstance(temperature_K, Schedule) else Schedule.constant(temperature_K)
     if resume is not None:
         restore_atoms(resume, atoms)
-    integrator = make_integrator(atoms, task, temperature_K, task.seed)
+    # Built at the schedule's first temperature (thermostat masses), as the uninterrupted run was.
+    integrator = make_integrator(atoms, task, schedule.start_K, task.seed)
     if resume is not None:
         restore_integrator(resume, integrator)
         start_positions = writer.file["particles/all/position/value"][0]
     else:
         start_positions = atoms.get_positions()
+    if schedule.varies:
+        set_target_temperature(integrator, schedule.at(integrator.nsteps))
     with_cell = task.ensemble.startswith("npt")
     saved_step = [resume.step if resume is not None else -1]
     progress = Progress(log, label, task.steps, start=integrator.nsteps)
 
+    def follow_schedule() -> None:  # after step n: the next step integrates at T(n)
+        set_target_temperature(integrator, schedule.at(integrator.nsteps))
+
     def record() -> None:
         step = integrator.nsteps
+        target_K = schedule.at(step)
         values = observables(atoms, integrator, with_cell)
         values["mean_squared_displacement"] = float(np.mean(np.sum((atoms.get_positions() - start_positions) ** 2, axis=1)))
-        reason = explosion(atoms, values, step, temperature_K, task)
+        if schedule.varies:
+            values["target_temperature"] = target_K
+        reason = explosion(atoms, values, step, target_K, task)
         if reason is not None:
             raise SimulationError(f"{label}: exploded: {reason}; the {writer.frames} frames before are kept")
         writer.append(step, step * task.timestep_fs, atoms, values)
-        progress.update(step, f"T={values['temperature']:.0f} K  Epot={values['potential_energy']:.4f} eV")
+        target = f" (target {target_K:.0f} K)" if schedule.varies else ""
+        progress.update(step, f"T={values['temperature']:.0f} K{target}  Epot={values['potential_energy']:.4f} eV")
 
     def save() -> None:
         if checkpoint_every and saved_step[0] != integrator.nsteps:
@@ -269,6 +323,8 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float, writer: H5MDWriter,
             save()
             interrupt.raise_if_requested()
 
+    if schedule.varies:
+        integrator.attach(follow_schedule, interval=1)
     integrator.attach(record, interval=write_every)
     if checkpoint_every:
         integrator.attach(save, interval=checkpoint_every)
@@ -291,6 +347,8 @@ class MDTaskKind(Task):
     batches_replicas = True
 
     def plan(self, spec: MDTask, variants) -> list[Job]:
+        if spec.schedule is not None:  # one job follows the schedule; it has no single temperature
+            return [Job(f"{variant}-{spec.schedule.label()}", variant) for variant in variants]
         return [Job(f"{variant}-T{t:g}K", variant, t) for variant in variants for t in spec.temperatures_K]
 
     def check(self, spec: MDTask, atoms: Atoms, max_atoms: int) -> None:
@@ -316,13 +374,18 @@ class MDTaskKind(Task):
     def run(self, context) -> dict:
         """Seeded Maxwell-Boltzmann start (or the job's checkpoint), then `run_md`."""
         spec: MDTask = context.spec
+        target = spec.schedule or Schedule.constant(context.job.temperature_K)
         if context.resume is None:
-            initialize_velocities(context.atoms, context.job.temperature_K, spec.seed)
-        result = run_md(context.atoms, spec, context.job.temperature_K, context.writer,
+            initialize_velocities(context.atoms, target.start_K, spec.seed)
+        result = run_md(context.atoms, spec, target, context.writer,
                         context.output.write_every, context.job.name,
                         checkpoint_every=context.output.checkpoint_every, resume=context.resume)
-        context.writer.write_results("md", result.as_dict())
-        return result.as_dict()
+        entry = result.as_dict()
+        if spec.schedule is not None:
+            entry["temperature_schedule_K"] = [list(point) for point in spec.schedule.points]
+            entry["final_target_temperature_K"] = spec.schedule.at(spec.steps)
+        context.writer.write_results("md", entry)
+        return entry
 
     def report_line(self, entry: dict) -> str:
         parts = [f"  {entry['file']:<24} {entry['steps']} steps", f"<T> = {entry['mean_temperature_K']:.0f} K",

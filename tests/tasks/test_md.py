@@ -80,7 +80,8 @@ def test_corrected_nve_conserves_corrected_energy(tmp_path, shared_models_dir):
     assert abs(drift) < 2e-3
 
 
-@pytest.mark.parametrize("ensemble", ["nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk", "nvt_langevin"])
+@pytest.mark.parametrize("ensemble", ["nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk", "npt_mtk_aniso",
+                                      "nvt_langevin"])
 def test_each_ensemble_runs_and_records_its_observables(tmp_path, small_mace_path, ensemble):
     recipe = write_recipe(
         tmp_path,
@@ -99,7 +100,7 @@ def test_each_ensemble_runs_and_records_its_observables(tmp_path, small_mace_pat
         assert not np.allclose(edges[0], edges[-1])  # the barostat moved the cell
     else:
         np.testing.assert_array_equal(edges[0], edges[-1])
-    if ensemble in ("nvt_nose_hoover", "npt_mtk"):
+    if ensemble in ("nvt_nose_hoover", "npt_mtk", "npt_mtk_aniso"):
         assert "conserved_energy" in observables
 
 
