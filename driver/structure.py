@@ -21,6 +21,8 @@ def read_with_ase(path, index, what: str):
     '<path>: <what> (<reason>)'."""
     try:
         return read(path, index=index)
+    except (StopIteration, IndexError):  # ASE's way of saying the index selects no frame
+        raise InputError(f"{path}: {what} (no frame {index!r} in the file)") from None
     except Exception as exc:
         raise InputError(f"{path}: {what} ({first_line(exc)})") from None
 

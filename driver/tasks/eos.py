@@ -55,7 +55,8 @@ def eos_fit(volumes: np.ndarray, energies: np.ndarray, form: str) -> dict[str, f
     fitted = ase.eos.EquationOfState(volumes, energies, eos=form)
     try:
         fitted.fit(warn=False)
-        params, covariance = curve_fit(function, volumes, energies, p0=fitted.eos_parameters, maxfev=20000)
+        params, covariance = curve_fit(function, volumes, energies, p0=fitted.eos_parameters, maxfev=20000,
+                                       ftol=1e-14, xtol=1e-14, gtol=1e-14)
     except (RuntimeError, ValueError) as exc:
         raise SimulationError(f"the {form} fit of E(V) failed ({exc}); widen task.strain or add points") from None
     errors = np.sqrt(np.clip(np.diag(covariance), 0, None)) if np.isfinite(covariance).all() else np.full(4, np.nan)

@@ -172,6 +172,12 @@ class SinglePointTaskKind(Task):
     result_units = {"energies_eV": "eV", "forces_eV_A": "eV Angstrom-1", "stresses_eV_A3": "eV Angstrom-3",
                     "n_atoms": "1", "reference_forces_eV_A": "eV Angstrom-1", "labelled_forces_eV_A": "eV Angstrom-1"}
 
+    def check(self, spec: SinglePointTask, atoms: Atoms, max_atoms: int) -> None:
+        """The frames must be readable before any model loads (driver validate reads them too)."""
+        super().check(spec, atoms, max_atoms)
+        if spec.frames:
+            read_labelled_frames(Path(spec.frames), spec.index)
+
     def needs_stress(self, spec: SinglePointTask) -> bool:
         return spec.stress
 
