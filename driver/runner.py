@@ -128,7 +128,7 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
         writer = _open_writer(path, atoms, recipe, job_provenance, resume)
     except (OSError, RuntimeError) as exc:
         raise OutputError(f"{path}: cannot be written ({first_line(exc)})") from None
-    if not task.streams_trajectory:  # tasks without a trajectory store their structure as one frame
+    if not task.streams_trajectory and resume is None:  # tasks without a trajectory store their start as one frame
         writer.append(0, 0.0, atoms, {"potential_energy": float(atoms.get_potential_energy())})
     entry = {"job": job.name, "file": path.name, "variant": job.variant,
              "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV,

@@ -24,6 +24,7 @@ from ase.optimize import BFGS, FIRE
 from ase.utils.forcecurve import fit_images
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from driver import interrupt
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.parallel import serial_comm
 from driver.potential import Results
@@ -31,7 +32,7 @@ from driver.progress import Progress
 from driver.relax import relax
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import check_min_distance
-from driver.tasks import Prepared, Task
+from driver.tasks import Prepared, Task, neb_restart
 from driver.tasks.neb_endpoints import InterstitialHop, VacancyHop, build_endpoints
 from driver.tasks.neb_sanity import hop_atom_shift, suspect_reasons
 
@@ -69,6 +70,8 @@ class NEBTask(Strict):
     batched: Bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
                                            "iteration; auto: where that is faster (not CHGNet on CPU)")
     batch_size: bounded(int, ge=1, le=10**5) | None = None
+    checkpoint_every: bounded(int, ge=1, le=10**7) = Field(
+        10, description="NEB iterations between restart checkpoints in the job's file (driver run --resume)")
 
     @field_validator("final")
     @classmethod
@@ -175,11 +178,15 @@ def evaluator_for(context) -> Evaluator:
     return evaluate
 
 
-def build_band(initial: Atoms, final: Atoms, task: NEBTask, evaluate: Evaluator) -> BatchedNEB:
+def build_band(initial: Atoms, final: Atoms, task: NEBTask, evaluate: Evaluator, resume=None) -> BatchedNEB:
+    """The interpolated band, or (`resume`, a neb_restart checkpoint) the band it stored."""
     images = [initial.copy() for _ in range(task.n_images + 1)] + [final.copy()]
-    # Interpolate on a plain NEB: ASE's IDPP optimises the object it is given against its own
-    # surrogate calculators, which BatchedNEB.get_forces would replace with the model's results.
-    NEB(images, method=task.method, world=serial_comm()).interpolate(method=task.interpolation, mic=True)
+    if resume is not None:
+        neb_restart.restore_band(resume, images)
+    else:
+        # Interpolate on a plain NEB: ASE's IDPP optimises the object it is given against its own
+        # surrogate calculators, which BatchedNEB.get_forces would replace with the model's results.
+        NEB(images, method=task.method, world=serial_comm()).interpolate(method=task.interpolation, mic=True)
     neb = BatchedNEB(images, evaluate, k=task.spring_constant_eV_A2, climb=task.climb, method=task.method,
                       world=serial_comm())
     neb.attach_results([images[0], images[-1]])  # endpoints: evaluated once, never move
@@ -206,12 +213,20 @@ def _band_details(energies: np.ndarray, image_max_forces: np.ndarray) -> str:
 
 def run(context) -> dict:
     task: NEBTask = context.spec
-    neb = build_band(context.atoms, context.prepared.final, task, evaluator_for(context))
+    resume = context.resume
+    neb = build_band(context.atoms, context.prepared.final, task, evaluator_for(context), resume)
     iteration_energies: list[np.ndarray] = []
     iteration_forces: list[np.ndarray] = []
-
     recorded_at_call: list[int] = []
-    progress = Progress(log, f"{context.job.name} NEB", task.max_steps, unit="iteration")
+    optimizer = make_optimizer(neb, task.optimizer)
+    if resume is not None:
+        iteration_energies, iteration_forces, calls_before = neb_restart.history(resume)
+        neb_restart.restore_optimizer(resume, optimizer)
+        neb.model_calls += calls_before
+        neb.get_forces()  # the stored band, already recorded: the optimizer's first look is not an iteration
+        recorded_at_call.append(neb.model_calls)
+    progress = Progress(log, f"{context.job.name} NEB", task.max_steps, start=optimizer.nsteps, unit="iteration")
+    saved_at = [optimizer.nsteps]
 
     def record() -> None:
         if recorded_at_call and recorded_at_call[-1] == neb.model_calls:
@@ -221,9 +236,24 @@ def run(context) -> dict:
         iteration_forces.append(neb.image_max_forces.copy())
         progress.update(len(iteration_energies) - 1, _band_details(iteration_energies[-1], iteration_forces[-1]))
 
-    optimizer = make_optimizer(neb, task.optimizer)
-    optimizer.attach(record, interval=1)
-    optimizer.run(fmax=task.fmax_eV_A, steps=task.max_steps)
+    def save() -> None:
+        if saved_at[0] != optimizer.nsteps:
+            context.writer.checkpoint(neb_restart.capture(neb.images, optimizer, iteration_energies,
+                                                          iteration_forces, neb.model_calls,
+                                                          context.writer.frames))
+            saved_at[0] = optimizer.nsteps
+
+    def observe() -> None:
+        record()
+        if optimizer.nsteps % task.checkpoint_every == 0:
+            save()
+        if interrupt.stop_requested():  # SIGTERM/SIGINT: checkpoint this band, then stop
+            save()
+            interrupt.raise_if_requested()
+
+    optimizer.attach(observe, interval=1)
+    with interrupt.deferred():
+        optimizer.run(fmax=task.fmax_eV_A, steps=max(0, task.max_steps - optimizer.nsteps))
     converged = neb.converged_to(task.fmax_eV_A)
     record()  # the last evaluated band, when the optimizer stopped between observer calls
     progress.finish(f"({'converged' if converged else 'NOT converged'}; "
@@ -274,6 +304,7 @@ class NEBTaskKind(Task):
     kind = "neb"
     spec = NEBTask
     shares_structures = True
+    checkpoints = True  # driver.tasks.neb_restart
     result_units = {
         "iteration_energies_eV": "eV",
         "iteration_max_force_eV_A": "eV Angstrom-1",
