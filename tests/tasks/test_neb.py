@@ -167,6 +167,9 @@ def test_not_converged_is_exit_1_with_the_last_path_kept(tmp_path, capsys, optim
     ({"kind": "neb", "final": "nope.cif"}, "task.final: final endpoint file not found"),
     ({"kind": "neb", "vacancy_hop": {"species": "Li"}}, "task.vacancy_hop.from: is required"),
     ({"kind": "neb", "vacancy_hop": {"species": "Li", "from": 1}, "optimizer": "lbfgs"}, "task.optimizer: must be one of"),
+    ({"kind": "neb", "vacancy_hop": {"species": "Li", "from": 4}, "endpoint_max_shift_fraction": 0},
+     "task.endpoint_max_shift_fraction:"),
+    ({"kind": "neb", "vacancy_hop": {"species": "Li", "from": 4}, "checkpoint_every": 0}, "task.checkpoint_every:"),
 ])
 def test_bad_neb_recipes(tmp_path, capsys, task, expected):
     recipe = write_recipe(tmp_path, structure={"file": str(LI2O)}, task=task)

@@ -75,6 +75,21 @@ def test_sigterm_then_resume_gives_the_uninterrupted_band(tmp_path, cu_recipe, e
         assert f["particles/all/position/value"].shape[0] == 1  # the start, written once
 
 
+def test_ode_band_restarts_from_the_stored_band(tmp_path, cu_recipe, emt_family, monkeypatch):
+    """ASE's ODE optimiser cannot be stored: it restarts from the checkpointed band and reaches the
+    same converged barrier (to the fmax tolerance), not the same iterations."""
+    recipe = cu_recipe(optimizer="ode")
+    assert main(["run", str(recipe), "--out", str(tmp_path / "whole")]) == 0
+    with monkeypatch.context() as patch:
+        patch.setattr(_StopAt, "STOP", 5)
+        patch.setattr("driver.tasks.neb.Progress", _StopAt)
+        assert main(["run", str(recipe), "--out", str(tmp_path / "split")]) == EXIT_INTERRUPTED
+    assert main(["run", str(recipe), "--out", str(tmp_path / "split"), "--resume"]) == 0
+    (whole, _), (split, arrays) = _result(tmp_path / "whole"), _result(tmp_path / "split")
+    assert split["status"] == "completed" and split["barrier_eV"] == pytest.approx(whole["barrier_eV"], abs=1e-4)
+    assert arrays["iteration_energies_eV"].shape[0] == split["iterations"] > 5  # history kept across the stop
+
+
 # The EMT family registered in the child process (its ~60 ms per band iteration leave time to kill it).
 _CHILD = """
 import sys
