@@ -4,6 +4,9 @@ ASE's NEB evaluates images one at a time; `BatchedNEB` evaluates them together f
 the model's own batching) and hands ASE the results, so ASE's tangents, springs, climbing image
 and optimizers are used unchanged. For the scalar softening correction the path is the raw path
 and every barrier is the raw one divided by s.
+
+A finished band is checked (driver.tasks.neb_sanity: a job that fails reads `suspect`), and the
+band is checkpointed in the job's file as it goes (driver.tasks.neb_restart, `--resume`).
 """
 
 from __future__ import annotations
