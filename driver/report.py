@@ -6,7 +6,7 @@ from __future__ import annotations
 from driver.runner import SUMMARY_NAME, RunReport
 from driver.tasks import task_for
 
-FINISHED_WITH_RESULTS = ("completed", "not converged")
+FINISHED_WITH_RESULTS = ("completed", "suspect", "not converged")
 
 
 def _job_line(kind: str, job: dict) -> str:

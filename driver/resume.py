@@ -18,7 +18,7 @@ from driver.errors import InputError, first_line
 from driver.recipe import Recipe
 from driver.tasks import task_for
 
-FINISHED = ("completed", "failed", "not converged")
+FINISHED = ("completed", "suspect", "failed", "not converged")
 
 
 @dataclass

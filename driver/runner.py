@@ -39,6 +39,7 @@ from driver.tasks import JobContext, Prepared, Share, Task, evaluate_here, task_
 log = logging.getLogger(__name__)
 
 SUMMARY_NAME = "summary.json"
+SUCCEEDED = ("completed", "suspect")  # suspect: finished, with the task's warning in its report line (exit 0)
 
 
 @dataclass
@@ -50,7 +51,7 @@ class RunReport:
 
     @property
     def failed(self) -> list[dict]:
-        return [job for job in self.jobs if job["status"] != "completed"]
+        return [job for job in self.jobs if job["status"] not in SUCCEEDED]
 
 
 def output_directory(recipe: Recipe, override: str | None) -> Path:
@@ -138,7 +139,8 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
         context = JobContext(job, recipe.task, potential, atoms, start.prepared, writer, out_dir, recipe.output,
                              resume, share, recipe.structure.file)
         entry.update(task.run(context))
-        status = "completed" if entry.get("converged", True) else "not converged"
+        status = ("not converged" if not entry.get("converged", True)
+                  else "suspect" if entry.get("suspect") else "completed")
     except OutputError as exc:  # disk full, quota, file-size limit: every later job would fail alike
         entry["error"] = str(exc)
         status = "interrupted"  # not the job's fault: --resume continues it

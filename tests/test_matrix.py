@@ -30,7 +30,8 @@ TASKS = {  # MD with every family is the ensemble matrix above
 }
 
 
-def run_with_session_model(request, monkeypatch, tmp_path, capsys, family: str, task: dict, **sections):
+def run_with_session_model(request, monkeypatch, tmp_path, capsys, family: str, task: dict,
+                           status: str = "completed", **sections):
     import driver.runner
 
     fixture, model_section = FAMILIES[family]
@@ -43,7 +44,7 @@ def run_with_session_model(request, monkeypatch, tmp_path, capsys, family: str, 
     assert "Traceback" not in captured.err
     assert code == 0, captured.err
     jobs = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"]
-    assert [job["status"] for job in jobs] == ["completed", "completed"], jobs
+    assert [job["status"] for job in jobs] == [status, status], jobs
     return jobs
 
 
@@ -64,7 +65,11 @@ def test_every_ensemble_with_every_family_raw_and_corrected(request, monkeypatch
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 @pytest.mark.parametrize("kind", sorted(TASKS))
 def test_every_task_kind_with_every_family(request, monkeypatch, tmp_path, capsys, family, kind):
-    jobs = run_with_session_model(request, monkeypatch, tmp_path, capsys, family, TASKS[kind],
+    # The small MACE's random weights put the Si vacancy hop's midpoint below its endpoints: no
+    # barrier, which the NEB sanity check rightly calls suspect (a finished job, exit 0).
+    status = "suspect" if (family, kind) == ("mace", "neb") else "completed"
+    jobs = run_with_session_model(request, monkeypatch, tmp_path, capsys, family, TASKS[kind], status,
                                   output={"write_every": None, "flush_every": None})
     assert [job["job"] for job in jobs] == ["raw", "corrected"]
-    assert all(job["status"] == "completed" for job in jobs)
+    if status == "suspect":
+        assert all(job["suspect_reasons"][-1].startswith("no saddle found") for job in jobs)

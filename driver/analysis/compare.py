@@ -23,7 +23,7 @@ from driver.errors import InputError, first_line
 
 SUMMARY_NAME = "summary.json"
 REPORT_NAME = "report.md"
-USABLE = ("completed", "not converged")
+USABLE = ("completed", "suspect", "not converged")
 
 
 @dataclass
@@ -173,6 +173,8 @@ def _neb_section(comparison: Comparison, s: float | None) -> None:
              str(bool(d.get("converged")))] for name, d in comparison.neb.items()]
     comparison.tables.append("NEB\n" + _table(["job", "barrier (eV)", "spline barrier (eV)", "backward (eV)",
                                                 "reaction energy (eV)", "converged"], rows))
+    comparison.notes += [f"{name}: NEB result suspect: {'; '.join(json.loads(d['suspect_reasons']))}"
+                         for name, d in comparison.neb.items() if d.get("suspect")]
     raw, corrected = comparison.neb.get("raw"), comparison.neb.get("corrected")
     if raw and corrected and s:
         lines = [f"NEB barrier: corrected {corrected['barrier_eV']:.4f} eV vs predicted raw/s = "

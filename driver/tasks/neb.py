@@ -4,6 +4,9 @@ ASE's NEB evaluates images one at a time; `BatchedNEB` evaluates them together f
 the model's own batching) and hands ASE the results, so ASE's tangents, springs, climbing image
 and optimizers are used unchanged. For the scalar softening correction the path is the raw path
 and every barrier is the raw one divided by s.
+
+A finished band is checked (driver.tasks.neb_sanity: a job that fails reads `suspect`), and the
+band is checkpointed in the job's file as it goes (driver.tasks.neb_restart, `--resume`).
 """
 
 from __future__ import annotations
@@ -16,21 +19,25 @@ from typing import Literal
 import numpy as np
 from ase import Atoms
 from ase.calculators.singlepoint import SinglePointCalculator
+from ase.geometry import find_mic
 from ase.io import write
-from ase.mep import NEB, NEBTools
+from ase.mep import NEB
 from ase.mep.neb import NEBOptimizer
 from ase.optimize import BFGS, FIRE
 from ase.utils.forcecurve import fit_images
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from driver import interrupt
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.parallel import serial_comm
 from driver.potential import Results
+from driver.progress import Progress
 from driver.relax import relax
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import check_min_distance
-from driver.tasks import Prepared, Task
+from driver.tasks import Prepared, Task, neb_restart
 from driver.tasks.neb_endpoints import InterstitialHop, VacancyHop, build_endpoints
+from driver.tasks.neb_sanity import hop_atom_shift, suspect_reasons
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ Evaluator = Callable[[Sequence[Atoms]], list[Results]]
 
 
 MAX_IMAGES = 100
+ENDPOINT_SUMMARY_KEYS = ("hop_atom", "hop_length_A", "initial_endpoint_hop_shift_A", "final_endpoint_hop_shift_A")
 
 
 class NEBTask(Strict):
@@ -50,6 +58,9 @@ class NEBTask(Strict):
     relax_endpoints: Bool = True
     endpoint_fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.02
     endpoint_max_steps: bounded(int, ge=1, le=10**7) = 500
+    endpoint_max_shift_fraction: bounded(gt=0, le=10) = Field(
+        0.3, description="a job is suspect when relaxing an endpoint moves the hopping atom by more than this "
+        "fraction of the hop length")
     n_images: bounded(int, ge=1, le=MAX_IMAGES) = Field(5, description="intermediate images")
     interpolation: Literal["idpp", "linear"] = "idpp"
     climb: Bool = True
@@ -62,6 +73,8 @@ class NEBTask(Strict):
     batched: Bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
                                            "iteration; auto: where that is faster (not CHGNet on CPU)")
     batch_size: bounded(int, ge=1, le=10**5) | None = None
+    checkpoint_every: bounded(int, ge=1, le=10**7) = Field(
+        10, description="NEB iterations between restart checkpoints in the job's file (driver run --resume)")
 
     @field_validator("final")
     @classmethod
@@ -89,8 +102,10 @@ def prepare_endpoints(atoms: Atoms, task: NEBTask) -> NEBPrepared:
     initial.calc = final.calc = atoms.calc
     if task.relax_endpoints:
         for name, endpoint in (("initial", initial), ("final", final)):
+            built = endpoint.positions[info["hop_atom"]].copy()
             outcome = relax(endpoint, task.endpoint_fmax_eV_A, task.endpoint_max_steps, label=f"{name} endpoint")
             info[f"{name}_endpoint_relaxed"] = outcome.converged
+            info[f"{name}_endpoint_hop_shift_A"] = hop_atom_shift(built, endpoint, info["hop_atom"])
     info["final_endpoint_energy_eV"] = float(final.get_potential_energy())
     final.calc = None
     return NEBPrepared(initial, info, final)
@@ -166,24 +181,55 @@ def evaluator_for(context) -> Evaluator:
     return evaluate
 
 
-def build_band(initial: Atoms, final: Atoms, task: NEBTask, evaluate: Evaluator) -> BatchedNEB:
+def build_band(initial: Atoms, final: Atoms, task: NEBTask, evaluate: Evaluator, resume=None) -> BatchedNEB:
+    """The interpolated band, or (`resume`, a neb_restart checkpoint) the band it stored."""
     images = [initial.copy() for _ in range(task.n_images + 1)] + [final.copy()]
-    # Interpolate on a plain NEB: ASE's IDPP optimises the object it is given against its own
-    # surrogate calculators, which BatchedNEB.get_forces would replace with the model's results.
-    NEB(images, method=task.method, world=serial_comm()).interpolate(method=task.interpolation, mic=True)
+    if resume is not None:
+        neb_restart.restore_band(resume, images)
+    else:
+        # Interpolate on a plain NEB: ASE's IDPP optimises the object it is given against its own
+        # surrogate calculators, which BatchedNEB.get_forces would replace with the model's results.
+        NEB(images, method=task.method, world=serial_comm()).interpolate(method=task.interpolation, mic=True)
     neb = BatchedNEB(images, evaluate, k=task.spring_constant_eV_A2, climb=task.climb, method=task.method,
                       world=serial_comm())
     neb.attach_results([images[0], images[-1]])  # endpoints: evaluated once, never move
     return neb
 
 
+def distinct_images(images: Sequence[Atoms], tolerance_A: float = 1e-3) -> list[Atoms]:
+    """The band without the interior images that sit on a neighbour: a climbing image on a band
+    that only climbs ends on the endpoint above it, and ASE's spline fit divides by the distance."""
+    def apart(a: Atoms, b: Atoms) -> bool:
+        vectors, _ = find_mic(a.positions - b.positions, a.cell, a.pbc)
+        return bool(np.linalg.norm(vectors) > tolerance_A)
+
+    kept = [images[0]]
+    for image in images[1:-1]:
+        if apart(image, kept[-1]) and apart(image, images[-1]):
+            kept.append(image)
+    return [*kept, images[-1]]
+
+
+def _band_details(energies: np.ndarray, image_max_forces: np.ndarray) -> str:
+    return f"max force {image_max_forces.max():.3f} eV/Å, barrier {energies.max() - energies[0]:.3f} eV"
+
+
 def run(context) -> dict:
     task: NEBTask = context.spec
-    neb = build_band(context.atoms, context.prepared.final, task, evaluator_for(context))
+    resume = context.resume
+    neb = build_band(context.atoms, context.prepared.final, task, evaluator_for(context), resume)
     iteration_energies: list[np.ndarray] = []
     iteration_forces: list[np.ndarray] = []
-
     recorded_at_call: list[int] = []
+    optimizer = make_optimizer(neb, task.optimizer)
+    if resume is not None:
+        iteration_energies, iteration_forces, calls_before = neb_restart.history(resume)
+        neb_restart.restore_optimizer(resume, optimizer)
+        neb.model_calls += calls_before
+        neb.get_forces()  # the stored band, already recorded: the optimizer's first look is not an iteration
+        recorded_at_call.append(neb.model_calls)
+    progress = Progress(log, f"{context.job.name} NEB", task.max_steps, start=optimizer.nsteps, unit="iteration")
+    saved_at = [optimizer.nsteps]
 
     def record() -> None:
         if recorded_at_call and recorded_at_call[-1] == neb.model_calls:
@@ -191,16 +237,34 @@ def run(context) -> dict:
         recorded_at_call.append(neb.model_calls)
         iteration_energies.append(np.array(neb.energies, dtype=float))
         iteration_forces.append(neb.image_max_forces.copy())
+        progress.update(len(iteration_energies) - 1, _band_details(iteration_energies[-1], iteration_forces[-1]))
 
-    optimizer = make_optimizer(neb, task.optimizer)
-    optimizer.attach(record, interval=1)
-    optimizer.run(fmax=task.fmax_eV_A, steps=task.max_steps)
+    def save() -> None:
+        if saved_at[0] != optimizer.nsteps:
+            context.writer.checkpoint(neb_restart.capture(neb.images, optimizer, iteration_energies,
+                                                          iteration_forces, neb.model_calls,
+                                                          context.writer.frames))
+            saved_at[0] = optimizer.nsteps
+
+    def observe() -> None:
+        record()
+        if optimizer.nsteps % task.checkpoint_every == 0:
+            save()
+        if interrupt.stop_requested():  # SIGTERM/SIGINT: checkpoint this band, then stop
+            save()
+            interrupt.raise_if_requested()
+
+    optimizer.attach(observe, interval=1)
+    with interrupt.deferred():
+        optimizer.run(fmax=task.fmax_eV_A, steps=max(0, task.max_steps - optimizer.nsteps))
     converged = neb.converged_to(task.fmax_eV_A)
     record()  # the last evaluated band, when the optimizer stopped between observer calls
+    progress.finish(f"({'converged' if converged else 'NOT converged'}; "
+                    f"{_band_details(iteration_energies[-1], iteration_forces[-1])})")
 
     energies = np.array([image.get_potential_energy() for image in neb.images])
-    fit = fit_images(neb.images)
-    spline_barrier, _ = NEBTools(neb.images).get_barrier(fit=True)
+    fit = fit_images(distinct_images(neb.images))
+    spline_barrier = max(fit.fit_energies)  # ASE's fit is relative to the initial endpoint
     summary = {
         "converged": converged,
         "iterations": len(iteration_energies),
@@ -216,6 +280,13 @@ def run(context) -> dict:
     if not converged:
         log.warning("%s: NEB NOT converged after %d steps (max force %.3f eV/Å > %.3f); last path kept",
                     context.job.name, task.max_steps, summary["max_force_eV_A"], task.fmax_eV_A)
+    info = context.prepared.info  # this variant's own endpoints: raw and corrected relax them apart
+    summary.update({key: info[key] for key in ENDPOINT_SUMMARY_KEYS if key in info})
+    reasons = suspect_reasons(energies, neb.images[0], neb.images[-1], info,
+                              task.endpoint_max_shift_fraction)
+    summary["suspect"], summary["suspect_reasons"] = bool(reasons), reasons
+    for reason in reasons:
+        log.warning("WARNING: %s: NEB result suspect: %s", context.job.name, reason)
     band_file = context.out_dir / f"{context.job.name}.neb.extxyz"
     write(band_file, neb.images, format="extxyz")
     summary["band_file"] = band_file.name
@@ -236,6 +307,7 @@ class NEBTaskKind(Task):
     kind = "neb"
     spec = NEBTask
     shares_structures = True
+    checkpoints = True  # driver.tasks.neb_restart
     result_units = {
         "iteration_energies_eV": "eV",
         "iteration_max_force_eV_A": "eV Angstrom-1",
@@ -262,17 +334,24 @@ class NEBTaskKind(Task):
 
     def report_line(self, entry: dict) -> str:
         state = "converged" if entry["converged"] else "NOT converged"
-        return (f"  {entry['file']:<24} barrier {entry['barrier_eV']:.3f} eV (backward "
+        line = (f"  {entry['file']:<24} barrier {entry['barrier_eV']:.3f} eV (backward "
                 f"{entry['backward_barrier_eV']:.3f} eV), {state} after {entry['iterations']} iterations, "
                 f"max force {entry['max_force_eV_A']:.3f} eV/Å; band {entry['band_file']}")
+        if entry.get("suspect"):
+            line += f"; SUSPECT: {'; '.join(entry.get('suspect_reasons', []))}"
+        return line
 
     def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
         expected = expected_ratio("energy", corrected.get("softening_scale"))
         if expected is None or not raw.get("barrier_eV"):
             return None
         ratio = corrected["barrier_eV"] / raw["barrier_eV"]
-        return (f"  NEB: corrected/raw barrier = {ratio:.4f} (scalar correction on the same path: "
+        line = (f"  NEB: corrected/raw barrier = {ratio:.4f} (scalar correction on the same path: "
                 f"{EXPECTED_RATIO_TEXT['energy']} = {expected:.4f})")
+        suspect = [job for job, entry in ((raw["job"], raw), (name, corrected)) if entry.get("suspect")]
+        if suspect:
+            line += f"; SUSPECT band ({', '.join(suspect)}): the ratio may not compare barriers"
+        return line
 
 
 TASK = NEBTaskKind()

@@ -1,4 +1,7 @@
-"""NEB endpoints: from two files, or built from one host structure for a vacancy or interstitial hop."""
+"""NEB endpoints: from two files, or built from one host structure for a vacancy or interstitial hop.
+
+Each builder also names the hopping atom (`hop_atom`, its index in the endpoints) and the hop
+length, which the NEB sanity checks (driver.tasks.neb_sanity) measure endpoint relaxation against."""
 
 from __future__ import annotations
 
@@ -67,7 +70,9 @@ def vacancy_hop_endpoints(host: Atoms, hop: VacancyHop) -> tuple[Atoms, Atoms, d
     final.positions[hop.from_site] += hop_vector
     del initial[to_site]
     del final[to_site]
-    return initial, final, {"hop_from_site": hop.from_site, "hop_to_site": to_site, "hop_length_A": float(hop_length)}
+    hop_atom = hop.from_site - (1 if to_site < hop.from_site else 0)  # its index once `to` is removed
+    return initial, final, {"hop_from_site": hop.from_site, "hop_to_site": to_site, "hop_atom": hop_atom,
+                            "hop_length_A": float(hop_length)}
 
 
 def interstitial_hop_endpoints(host: Atoms, hop: InterstitialHop) -> tuple[Atoms, Atoms, dict]:
@@ -79,7 +84,7 @@ def interstitial_hop_endpoints(host: Atoms, hop: InterstitialHop) -> tuple[Atoms
         endpoints.append(atoms)
     vector, length = find_mic(endpoints[1].positions[-1] - endpoints[0].positions[-1], host.cell, host.pbc)
     endpoints[1].positions[-1] = endpoints[0].positions[-1] + vector
-    return endpoints[0], endpoints[1], {"hop_length_A": float(length)}
+    return endpoints[0], endpoints[1], {"hop_atom": len(host), "hop_length_A": float(length)}
 
 
 def file_endpoints(initial: Atoms, final_file: str) -> tuple[Atoms, Atoms, dict]:
@@ -87,7 +92,9 @@ def file_endpoints(initial: Atoms, final_file: str) -> tuple[Atoms, Atoms, dict]
     if final.get_chemical_symbols() != initial.get_chemical_symbols():
         raise InputError(f"{final_file}: task.final: atoms differ from the initial structure in number or order")
     final.calc = None
-    return initial.copy(), final, {}
+    _, lengths = find_mic(final.positions - initial.positions, initial.cell, initial.pbc)
+    hop_atom = int(np.argmax(lengths))  # the atom that moves most: the hopping one
+    return initial.copy(), final, {"hop_atom": hop_atom, "hop_length_A": float(lengths[hop_atom])}
 
 
 def build_endpoints(structure: Atoms, task: NEBTask) -> tuple[Atoms, Atoms, dict]:

@@ -50,6 +50,7 @@ def test_vacancy_hop_endpoints():
     assert info["hop_length_A"] == pytest.approx(4.61 / 2, abs=1e-6)  # nearest Li-Li along <100>
     moved = np.linalg.norm(final.positions - initial.positions, axis=1)
     assert np.count_nonzero(moved > 1e-9) == 1 and moved.max() == pytest.approx(info["hop_length_A"])
+    assert np.argmax(moved) == info["hop_atom"]  # its index once the vacancy is made
     with pytest.raises(InputError, match="task.vacancy_hop.from: atom 0 is O, not Li"):
         vacancy_hop_endpoints(host, VacancyHop(species="Li", **{"from": 0}))
     with pytest.raises(InputError, match="site 99 does not exist"):
@@ -126,6 +127,8 @@ def test_outputs_record_convergence_history_and_mep(li2o_neb):
     assert raw["backward_barrier_eV"] == pytest.approx(raw["barrier_eV"], abs=5e-3)
     summary = json.loads((li2o_neb / "summary.json").read_text())
     assert {job["job"]: job["status"] for job in summary["jobs"]} == {"raw": "completed", "corrected": "completed"}
+    assert all(job["suspect"] is False and job["suspect_reasons"] == [] for job in summary["jobs"])
+    assert all(job["initial_endpoint_hop_shift_A"] < 0.1 for job in summary["jobs"])  # relaxed, stayed on its site
     with h5py.File(li2o_neb / "raw.h5", "r") as handle:  # DESIGN.md: every dataset states its unit
         units = {key: handle["results/neb"][key].attrs.get("unit") for key in handle["results/neb"]}
     assert all(units.values()), f"datasets without a unit: {[k for k, u in units.items() if not u]}"
@@ -164,6 +167,9 @@ def test_not_converged_is_exit_1_with_the_last_path_kept(tmp_path, capsys, optim
     ({"kind": "neb", "final": "nope.cif"}, "task.final: final endpoint file not found"),
     ({"kind": "neb", "vacancy_hop": {"species": "Li"}}, "task.vacancy_hop.from: is required"),
     ({"kind": "neb", "vacancy_hop": {"species": "Li", "from": 1}, "optimizer": "lbfgs"}, "task.optimizer: must be one of"),
+    ({"kind": "neb", "vacancy_hop": {"species": "Li", "from": 4}, "endpoint_max_shift_fraction": 0},
+     "task.endpoint_max_shift_fraction:"),
+    ({"kind": "neb", "vacancy_hop": {"species": "Li", "from": 4}, "checkpoint_every": 0}, "task.checkpoint_every:"),
 ])
 def test_bad_neb_recipes(tmp_path, capsys, task, expected):
     recipe = write_recipe(tmp_path, structure={"file": str(LI2O)}, task=task)
