@@ -307,7 +307,6 @@ class NEBTaskKind(Task):
     kind = "neb"
     spec = NEBTask
     shares_structures = True
-    checkpoints = True  # driver.tasks.neb_restart
     result_units = {
         "iteration_energies_eV": "eV",
         "iteration_max_force_eV_A": "eV Angstrom-1",
@@ -318,6 +317,12 @@ class NEBTaskKind(Task):
         "spline_coordinate_A": "Angstrom",
         "spline_energies_eV": "eV",
     }
+
+    def resume_state(self, file, spec: NEBTask):
+        """The band's newest valid checkpoint (driver.tasks.neb_restart, MD's two sealed slots)."""
+        from driver.checkpoint import read_latest
+
+        return read_latest(file)
 
     def check(self, spec: NEBTask, atoms: Atoms, max_atoms: int) -> None:
         """Build the endpoints (cheap, model-free) and check them as the run would use them."""
