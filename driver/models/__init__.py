@@ -73,6 +73,15 @@ class ModelPotential(CalculatorPotential):
         CPU (bench/batch_eval.py, bench/task_batching.py); on a GPU a batch fills the device."""
         return self.device.startswith("cuda") or self.entry.batching_pays_on_cpu
 
+    def evaluate_one(self, atoms: Atoms, properties: tuple) -> Results:
+        """Only the properties asked for, through the library's own model call (the family's
+        `batch` on one structure) where the configuration allows: the stock calculators compute
+        everything at every step (CHGNet energy, forces, stress and magnetic moments; matgl and
+        MACE the stress), though only NPT and cell relaxation need a stress (bench/README.md)."""
+        if self.can_batch:
+            return self.entry.batch(self.calculator, [atoms], properties, 1)[0]
+        return super().evaluate_one(atoms, properties)
+
     def evaluate(self, structures: Sequence[Atoms], properties=ENERGY_FORCES, *, batched="auto",
                  batch_size: int | None = None) -> list[Results]:
         wanted = check_properties(properties)

@@ -125,36 +125,44 @@ def can_batch(calculator) -> bool:
 def batch(calculator, structures: Sequence, properties: tuple, batch_size: int) -> list:
     """matgl's `Atoms2Graph` per structure, collated with `torch_geometric.data.Batch` and stacked
     lattices (as matgl's `collate_fn_pes`), one `Potential` call per batch, inside the model's
-    dtype scope like the calculator."""
-    import torch
+    dtype scope like the calculator; the strain gradient (matgl's `calc_stresses`) only when a
+    stress is asked for."""
     from ase.calculators.calculator import PropertyNotImplementedError
-    from torch_geometric.data import Batch
-
-    from driver.potential import Results
 
     stress = "stress" in properties
     if stress and not calculator.compute_stress:
         raise PropertyNotImplementedError("stress: this matgl potential does not compute stresses")
-    results = []
-    with matgl_float_dtype(getattr(calculator, "model_dtype", "float32")):
-        for start in range(0, len(structures), batch_size):
-            chunk = structures[start:start + batch_size]
-            graphs, lattices, states = [], [], []
-            for atoms in chunk:  # as PESCalculator.calculate, one graph per structure
-                graph, lattice, state_attr = calculator._atoms2graph.get_graph(atoms)
-                graphs.append(graph)
-                lattices.append(torch.as_tensor(lattice).reshape(-1, 3, 3))
-                states.append(torch.as_tensor(np.asarray(state_attr)))
-            g = Batch.from_data_list(graphs)
-            energy, forces, stresses, *_ = calculator.potential(g, torch.cat(lattices, dim=0), torch.stack(states))
-            energy = energy.detach().cpu().numpy().reshape(-1)
-            forces = forces.detach().cpu().numpy()
-            # (3B, 3) in GPa; the calculator multiplies by its GPa -> eV/Å³ factor
-            sigma = stresses.detach().cpu().numpy().reshape(-1, 3, 3) * calculator.conversion_factor if stress else None
-            ptr = g.ptr.cpu().numpy()
-            for i in range(len(chunk)):
-                results.append(Results.of(energy[i], forces[ptr[i]:ptr[i + 1]], sigma[i] if stress else None))
-    return results
+    potential = calculator.potential
+    stresses_switch = potential.calc_stresses
+    potential.calc_stresses = stress
+    try:
+        with matgl_float_dtype(getattr(calculator, "model_dtype", "float32")):
+            return [result for start in range(0, len(structures), batch_size)
+                    for result in _evaluate_chunk(calculator, structures[start:start + batch_size], stress)]
+    finally:
+        potential.calc_stresses = stresses_switch
+
+
+def _evaluate_chunk(calculator, chunk: Sequence, stress: bool) -> list:
+    import torch
+    from torch_geometric.data import Batch
+
+    from driver.potential import Results
+
+    graphs, lattices, states = [], [], []
+    for atoms in chunk:  # as PESCalculator.calculate, one graph per structure
+        graph, lattice, state_attr = calculator._atoms2graph.get_graph(atoms)
+        graphs.append(graph)
+        lattices.append(torch.as_tensor(lattice).reshape(-1, 3, 3))
+        states.append(torch.as_tensor(np.asarray(state_attr)))
+    g = Batch.from_data_list(graphs)
+    energy, forces, stresses, *_ = calculator.potential(g, torch.cat(lattices, dim=0), torch.stack(states))
+    energy = energy.detach().cpu().numpy().reshape(-1)
+    forces = forces.detach().cpu().numpy()
+    # (3B, 3) in GPa; the calculator multiplies by its GPa -> eV/Å³ factor
+    sigma = stresses.detach().cpu().numpy().reshape(-1, 3, 3) * calculator.conversion_factor if stress else None
+    ptr = g.ptr.cpu().numpy()
+    return [Results.of(energy[i], forces[ptr[i]:ptr[i + 1]], sigma[i] if stress else None) for i in range(len(chunk))]
 
 
 FAMILY = ModelFamily(

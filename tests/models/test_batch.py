@@ -123,3 +123,57 @@ def test_corrected_batch_equals_corrected_one_by_one(request, structures, fixtur
     corrected = SofteningCorrection(model, s, e0)
     batch = corrected.evaluate(structures, PROPERTIES, batched=True, batch_size=2)
     assert_matches(model, batch, reference(corrected.as_calculator(), structures))
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+@pytest.mark.parametrize("properties", [("energy",), ("energy", "forces"), ("energy", "forces", "stress")])
+def test_one_by_one_computes_only_what_is_asked_and_equals_the_stock_calculator(
+        request, structures, references, fixture, properties, monkeypatch):
+    """The single-structure path (MD, relaxations) goes through the library's model call for the
+    properties asked for, never the stock calculator (which computes everything), with its numbers."""
+    model = request.getfixturevalue(fixture)
+    refs = references(model)
+
+    def stock_not_called(*args, **kwargs):
+        raise AssertionError("the stock calculator ran")
+
+    monkeypatch.setattr(model.calculator, "calculate", stock_not_called)
+    results = model.evaluate(structures, properties, batched=False)
+    e_rel, f_abs, s_abs = TOLERANCES[model.family]
+    for result, (energy, forces, sigma) in zip(results, refs, strict=True):
+        assert result.energy == pytest.approx(energy, rel=e_rel)
+        np.testing.assert_allclose(result.forces, forces, rtol=0, atol=f_abs)  # forces come with the energy
+        if "stress" in properties:
+            np.testing.assert_allclose(result.stress, sigma, rtol=0, atol=s_abs)
+        else:
+            assert result.stress is None
+
+
+def test_m3gnet_computes_no_strain_gradient_without_stress(m3gnet64_model, structures, monkeypatch):
+    seen = []
+    potential = m3gnet64_model.calculator.potential
+    original = type(potential).forward
+
+    def spy(self, *args, **kwargs):
+        seen.append(self.calc_stresses)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(potential), "forward", spy)
+    m3gnet64_model.evaluate(structures[:1], ("energy", "forces"), batched=False)
+    m3gnet64_model.evaluate(structures[:1], ("energy", "forces", "stress"), batched=False)
+    assert seen == [False, True] and potential.calc_stresses is True  # matgl's switch restored
+
+
+def test_chgnet_asks_its_model_for_energy_and_forces_only(chgnet_model, structures, monkeypatch):
+    tasks = []
+    model = chgnet_model.calculator.model
+    original = model.predict_structure
+
+    def spy(*args, task="efsm", **kwargs):
+        tasks.append(task)
+        return original(*args, task=task, **kwargs)
+
+    monkeypatch.setattr(model, "predict_structure", spy)
+    chgnet_model.evaluate(structures[:1], ("energy", "forces"), batched=False)
+    chgnet_model.evaluate(structures[:1], ("energy", "forces", "stress"), batched=False)
+    assert tasks == ["ef", "efs"]  # the stock CHGNetCalculator asks for "efsm" at every step
