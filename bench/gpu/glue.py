@@ -32,7 +32,7 @@ DRIVER_VERSION = driver.__version__
 SI_CIF = ROOT / "recipes" / "structures" / "Si_diamond.cif"
 LI2O_CIF = ROOT / "recipes" / "structures" / "Li2O_antifluorite.cif"
 
-__all__ = ["DRIVER_VERSION", "LI2O_CIF", "ROOT", "SI_CIF", "SofteningCorrection", "batched", "batching_pays",
+__all__ = ["DRIVER_VERSION", "LI2O_CIF", "ROOT", "SI_CIF", "SofteningCorrection", "batched",
            "load", "one_by_one", "reusing_model", "run_md_recipe"]
 
 
@@ -49,10 +49,6 @@ def batched(model, structures: Sequence, stress: bool = False) -> list:
 
 def one_by_one(model, structures: Sequence, stress: bool = False) -> list:
     return model.evaluate(structures, PROPERTIES if stress else ENERGY_FORCES, batched=False)
-
-
-def batching_pays(model) -> bool:
-    return model.batching_pays()
 
 
 @contextlib.contextmanager

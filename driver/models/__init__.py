@@ -9,8 +9,10 @@ seconds to import.
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +25,8 @@ from driver.models.device import resolve_device
 from driver.models.registry import ModelFamily, family
 from driver.potential import ENERGY_FORCES, CalculatorPotential, Results, check_properties
 from driver.recipe import ModelSpec
+
+log = logging.getLogger(__name__)
 
 MODELS_DIR_ENV = "DRIVER_MODELS_DIR"
 OFFLINE_ENV = "DRIVER_OFFLINE"
@@ -52,6 +56,34 @@ class LoadedWeights:
     weights_sha256: str | None
 
 
+class AutoBatching:
+    """`batched: auto`: the first time a job hands over several structures of a kind (their count
+    and sizes), one batched call and the same structures one by one are timed on the job's own
+    device, and the faster way is used for every later call of that kind (and logged). Both
+    ways give the same results (tested), so the measured calls' results are the answer."""
+
+    def __init__(self):
+        self.choices: dict[tuple, bool] = {}
+
+    def evaluate(self, model: ModelPotential, structures: list[Atoms], properties: tuple,
+                 batch_size: int | None) -> list[Results]:
+        key = (tuple(len(atoms) for atoms in structures), properties, batch_size)
+        choice = self.choices.get(key)
+        if choice is not None:
+            return model.batch(structures, properties, batch_size) if choice else [
+                model.evaluate_one(atoms, properties) for atoms in structures]
+        started = time.perf_counter()
+        one_by_one = [model.evaluate_one(atoms, properties) for atoms in structures]
+        middle = time.perf_counter()
+        together = model.batch(structures, properties, batch_size)
+        loop_s, batch_s = middle - started, time.perf_counter() - middle
+        self.choices[key] = batch_s < loop_s
+        log.info("batched: auto timed %d structures (%d atoms) on %s: batched %.3f s, one by one %.3f s; using %s",
+                 len(structures), sum(len(atoms) for atoms in structures), model.device, batch_s, loop_s,
+                 "batched" if batch_s < loop_s else "one by one")
+        return together if batch_s < loop_s else one_by_one
+
+
 class ModelPotential(CalculatorPotential):
     """A loaded uMLIP: its library's own calculator one structure at a time, and the library's
     graph batching for many (where the family has one and the configuration allows)."""
@@ -63,15 +95,11 @@ class ModelPotential(CalculatorPotential):
         self.source = weights.source
         self.weights_sha256 = weights.weights_sha256
         self.dtype = dtype
+        self.auto_batching = AutoBatching()  # batched: auto, measured on this model's own calls
 
     @property
     def can_batch(self) -> bool:
         return self.entry.batch is not None and self.entry.can_batch(self.calculator)
-
-    def batching_pays(self) -> bool:
-        """Whether one call for many structures beats a loop: measured per family on a 2-core
-        CPU (bench/batch_eval.py, bench/task_batching.py); on a GPU a batch fills the device."""
-        return self.device.startswith("cuda") or self.entry.batching_pays_on_cpu
 
     def evaluate_one(self, atoms: Atoms, properties: tuple) -> Results:
         """Only the properties asked for, through the library's own model call (the family's
@@ -88,10 +116,15 @@ class ModelPotential(CalculatorPotential):
         structures = list(structures)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        use_batch = self.batching_pays() if batched == "auto" else bool(batched)
-        if not structures or not (use_batch and self.can_batch):
+        if len(structures) > 1 and self.can_batch and batched == "auto":
+            return self.auto_batching.evaluate(self, structures, wanted, batch_size)
+        if not structures or not (batched is True and self.can_batch):
             return [self.evaluate_one(atoms, wanted) for atoms in structures]
-        return self.entry.batch(self.calculator, structures, wanted, batch_size or len(structures))
+        return self.batch(structures, wanted, batch_size)
+
+    def batch(self, structures: list[Atoms], properties: tuple, batch_size: int | None) -> list[Results]:
+        """Many structures per call, through the family's own batching."""
+        return self.entry.batch(self.calculator, structures, properties, batch_size or len(structures))
 
     def provenance(self) -> dict[str, object]:
         return {

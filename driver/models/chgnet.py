@@ -89,7 +89,6 @@ FAMILY = ModelFamily(
     load=load,
     batch=batch,
     can_batch=can_batch,
-    batching_pays_on_cpu=False,  # 16 x Si64: 0.5-0.9x of one by one on 2 cores
     is_checkpoint=lambda path: path.name.endswith((".pth.tar", ".pth")),
     finetune_module="driver.finetune.chgnet",
     distributions=("chgnet", "pymatgen"),

@@ -174,7 +174,6 @@ FAMILY = ModelFamily(
     load=load,
     batch=batch,
     can_batch=can_batch,
-    batching_pays_on_cpu=False,  # 16 x Si64: 1.05-1.17x; 5 NEB images x 95 atoms: 0.6x
     is_checkpoint=lambda path: path.is_dir() and is_matgl_folder(path),
     finetune_module="driver.finetune.m3gnet",
     distributions=("matgl", "torch-geometric"),

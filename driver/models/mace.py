@@ -140,7 +140,6 @@ FAMILY = ModelFamily(
     load=load,
     batch=batch,
     can_batch=can_batch,
-    batching_pays_on_cpu=True,  # 16 x Si64: 1.6-2.9x of one by one on 2 cores
     is_checkpoint=lambda path: path.suffix == ".model",
     finetune_module="driver.finetune.mace",
     distributions=("mace-torch", "e3nn"),

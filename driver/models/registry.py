@@ -40,7 +40,6 @@ class ModelFamily:
     # `batch` reproduces; `batch(calculator, structures, properties, batch_size)` evaluates.
     batch: BatchFn | None = None
     can_batch: Callable[[Calculator], bool] = lambda calculator: False
-    batching_pays_on_cpu: bool = False  # measured in bench/batch_eval.py and task_batching.py
     is_checkpoint: Callable[[Path], bool] = lambda path: False  # a path in this library's own form
     finetune_module: str | None = None  # module with train(...) for `driver finetune`
     distributions: tuple[str, ...] = ()  # packages whose versions go into provenance

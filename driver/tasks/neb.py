@@ -71,7 +71,7 @@ class NEBTask(Strict):
     spring_constant_eV_A2: bounded(gt=0, le=100, unit="eV/Å^2") = 0.1
     min_distance_A: bounded(gt=0, le=5, unit="Å") = Field(0.5, description="refuse endpoints with two atoms closer")
     batched: Bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
-                                           "iteration; auto: where that is faster (not CHGNet on CPU)")
+                                           "iteration; auto: timed both ways on the first iteration, the faster kept")
     batch_size: bounded(int, ge=1, le=10**5) | None = None
     checkpoint_every: bounded(int, ge=1, le=10**7) = Field(
         10, description="NEB iterations between restart checkpoints in the job's file (driver run --resume)")

@@ -52,7 +52,7 @@ class PhononTask(Strict):
     t_max_K: bounded(gt=0, le=1e5, unit="K") = 1000.0
     t_step_K: bounded(gt=0, le=1e5, unit="K") = 10.0
     imaginary_tolerance_THz: bounded(gt=0, le=100, unit="THz") = 0.05
-    batched: Bool | Literal["auto"] = Field("auto", description="many supercells per model call; auto: where faster")
+    batched: Bool | Literal["auto"] = Field("auto", description="many supercells per model call; auto: timed both ways on the first call, the faster kept")
     batch_size: bounded(int, ge=1, le=10**5) | None = Field(None, description="displaced supercells per model call")
 
     @model_validator(mode="after")

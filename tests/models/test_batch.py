@@ -105,9 +105,41 @@ def test_batch_size_must_be_positive(chgnet_model, structures):
         chgnet_model.evaluate(structures, batched=True, batch_size=0)
 
 
-def test_batching_auto_follows_the_family_measurement(chgnet_model, mace64_model):
-    """On the CPU only MACE batches (bench/batch_eval.py); on a GPU every family does."""
-    assert not chgnet_model.batching_pays() and mace64_model.batching_pays()
+@pytest.mark.parametrize("batch_pays", [True, False])
+def test_batching_auto_times_both_ways_once_and_keeps_the_faster(batch_pays, caplog):
+    """A family whose batch call costs `cost(n)` for n structures: auto times one batched call
+    against the structures one by one on the first call of a kind, then keeps the faster way."""
+    import logging
+    import time
+
+    from ase.calculators.emt import EMT
+
+    from driver.models import LoadedWeights, ModelPotential
+    from driver.models.registry import ModelFamily
+    from driver.potential import Results
+
+    calls = []
+
+    def batch(calculator, structures, properties, batch_size):
+        calls.append(len(structures))
+        time.sleep(0.03 if batch_pays else 0.01 * len(structures) ** 2)
+        return [Results.of(float(len(atoms)), np.zeros((len(atoms), 3))) for atoms in structures]
+
+    family = ModelFamily(name="timed", package="ase", dtypes=("float64",), description="test", load=None,
+                         batch=batch, can_batch=lambda calculator: True)
+    model = ModelPotential(family, LoadedWeights(EMT(), "test", None), "cpu", "float64")
+    structures = [bulk("Cu", cubic=True)] * 4
+    with caplog.at_level(logging.INFO, logger="driver.models"):
+        first = model.evaluate(structures)
+    assert calls == [1, 1, 1, 1, 4]  # timed both ways
+    assert [r.energy for r in first] == [4.0] * 4
+    assert f"using {'batched' if batch_pays else 'one by one'}" in caplog.text
+    calls.clear()
+    model.evaluate(structures)
+    assert calls == ([4] if batch_pays else [1, 1, 1, 1])  # the choice is kept for this kind
+    calls.clear()
+    model.evaluate(structures[:3])  # another kind of call: timed again
+    assert calls == [1, 1, 1, 3]
 
 
 def test_a_plain_calculator_potential_loops(mace64_model, structures):
