@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 
 DEVICE ?= gpu
 
-.PHONY: setup run test bench lint clean sif sif-cpu test-image gpu-wheels gpu-check
+.PHONY: setup run test bench bench-torchsim lint clean sif sif-cpu test-image gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -39,7 +39,15 @@ bench: setup
 	$(BIN)/python bench/mpi_scaling.py
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/profile_md.py
+	$(BIN)/python bench/stock_vs_driver.py
+	PYTHONPATH=$(CURDIR)/.bench-site $(BIN)/python bench/torchsim_mace.py || echo "bench: torchsim_mace skipped (make bench-torchsim installs TorchSim)"
 	$(BIN)/python bench/summary.py
+
+# TorchSim 0.3.0 (the batched-MD reference bench/torchsim_mace.py compares against), into the
+# bench's own folder: never a dependency of the project or its venv.
+bench-torchsim: setup
+	$(BIN)/python -m pip install --quiet --no-deps --target .bench-site torch-sim-atomistic==0.3.0 vesin \
+	    vesin-torch tables numexpr blosc2 py-cpuinfo
 
 lint: setup
 	$(BIN)/python -m pip install --quiet ruff
