@@ -71,7 +71,9 @@ def _task_of(path: Path) -> str | None:
     except OSError as exc:
         raise InputError(f"{path}: not a readable HDF5 file ({first_line(exc)}); is it a job file of `driver run`?") from None
     with handle:
-        task = next((task for task in ("md", "neb", "phonons") if f"results/{task}" in handle), None)
+        from driver.tasks import task_kinds
+
+        task = next((task for task in task_kinds() if f"results/{task}" in handle), None)
         if task is None and handle.get("particles/all/position/value", np.empty((0,))).shape[0] > 1:
             task = "md"
         return task
@@ -201,6 +203,24 @@ def _phonon_section(comparison: Comparison, s: float | None) -> None:
             f"median per-mode ratio {per_mode:.4f} vs 1/sqrt(s) = {1 / math.sqrt(s):.4f})")
 
 
+def _other_tasks_section(comparison: Comparison, jobs: list[tuple[dict, str | None]]) -> None:
+    """Relax, EOS, elastic, single points: each job's report line, and the task's own raw vs
+    corrected line beside what the scalar correction predicts (Task.comparison_line)."""
+    from driver.tasks import task_for
+
+    by_kind: dict[str, dict[str, dict]] = {}
+    for job, task in jobs:
+        if task is not None:
+            by_kind.setdefault(task, {})[job.get("variant", job["job"])] = job
+    for kind, variants in by_kind.items():
+        handler = task_for(kind)
+        comparison.tables.append("\n".join([f"{kind}:", *(handler.report_line(job) for job in variants.values())]))
+        if "raw" in variants and "corrected" in variants:
+            line = handler.comparison_line("corrected", variants["raw"], variants["corrected"])
+            if line:
+                comparison.relations += [part.strip() for part in line.splitlines()]
+
+
 def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None,
                 window: tuple[float, float] = (0.1, 0.5), plots: bool = True) -> Comparison:
     """Analyse every usable job of a run, write plots and OUT_DIR/report.md, return the lot."""
@@ -252,6 +272,7 @@ def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None,
             # exactly as they do (the summary's mesh mean drops modes that round to <= 0).
             data["mean"] = float(np.mean(data["band_frequencies_THz"]))
             comparison.phonons[job["job"]] = data
+    _other_tasks_section(comparison, [(job, task) for job, _, task in usable if task not in ("md", "neb", "phonons")])
     if comparison.neb:
         _neb_section(comparison, s)
     if comparison.phonons:

@@ -246,3 +246,19 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, make):
     assert main(["compare", str(target)]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and str(target) in err
+
+
+def test_compare_reads_every_task_kind_with_its_own_relation(tmp_path, emt_family):
+    """Relax/EOS/elastic/single-point runs: their report lines and the task's raw vs corrected
+    line, not an MD analysis of their few frames."""
+    from driver.analysis.compare import compare_run
+    from driver.cli import main
+    from tests.conftest import emt_recipe
+
+    recipe = emt_recipe(tmp_path, {"kind": "eos", "n_points": 5, "relax_positions": False})
+    assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 0
+    comparison = compare_run(tmp_path / "out", plots=False)
+    assert not comparison.md
+    text = comparison.format()
+    assert "eos: corrected/raw B0 = 1.2500" in text and "1/s = 1.2500" in text
+    assert (tmp_path / "out" / "report.md").read_text().count("B0") >= 2
