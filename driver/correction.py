@@ -41,6 +41,7 @@ class SofteningCorrection(Potential):
             energy=e0 + (r.energy - e0) / s,
             forces=None if r.forces is None else r.forces / s,
             stress=None if r.stress is None else r.stress / s,
+            magmoms=r.magmoms,  # not a derivative of the PES: the correction leaves it alone
         ) for r in raw]
 
     def provenance(self) -> dict[str, object]:

@@ -36,6 +36,7 @@ UNITS = {
     "position": "Angstrom",
     "velocity": "Angstrom fs-1",
     "force": "eV Angstrom-1",
+    "magnetic_moment": "mu_B",
     "time": "fs",
     "edges": "Angstrom",
 }
@@ -98,6 +99,7 @@ class H5MDWriter:
         velocities: bool = True,
         forces: bool = True,
         trajectory: bool = True,
+        magmoms: bool = False,
     ):
         self.path = Path(path)
         self.flush_every = flush_every
@@ -118,6 +120,8 @@ class H5MDWriter:
             self._add_series("velocity", particles, (self.n_atoms, 3), UNITS["velocity"])
         if forces and trajectory:
             self._add_series("force", particles, (self.n_atoms, 3), UNITS["force"])
+        if magmoms and trajectory:
+            self._add_series("magnetic_moment", particles, (self.n_atoms,), UNITS["magnetic_moment"])
         self._add_series("box/edges", particles, (3, 3), UNITS["edges"])
 
     @classmethod
@@ -138,7 +142,7 @@ class H5MDWriter:
         observables = self.file.get("observables", {})
         # Observables on a clock of their own: written with trajectory=False.
         self.trajectory = not observables or observables[next(iter(observables))]["step"] == particles["position/step"]
-        for name in ("position", "velocity", "force", "box/edges"):
+        for name in ("position", "velocity", "force", "magnetic_moment", "box/edges"):
             if name in particles:
                 self._remember(name, particles[name])
         for name, group in observables.items():
@@ -227,6 +231,8 @@ class H5MDWriter:
             frame_values["velocity"] = atoms.get_velocities() * units.fs
         if "force" in self._series:
             frame_values["force"] = atoms.get_forces()
+        if "magnetic_moment" in self._series:  # asked of the model here, for stored frames only
+            frame_values["magnetic_moment"] = atoms.get_magnetic_moments()
         self._write_frame(step, time_fs, frame_values, observables)
 
     @_write_failure_is_output_error

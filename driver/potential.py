@@ -21,8 +21,9 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
-Property = Literal["energy", "forces", "stress"]
-PROPERTIES: tuple[Property, ...] = ("energy", "forces", "stress")
+Property = Literal["energy", "forces", "stress", "magmoms"]
+PROPERTIES: tuple[Property, ...] = ("energy", "forces", "stress")  # what every family computes
+ALL_PROPERTIES: tuple[Property, ...] = (*PROPERTIES, "magmoms")  # magmoms: CHGNet's, on request only
 ENERGY_FORCES: tuple[Property, ...] = ("energy", "forces")
 Batching = bool | Literal["auto"]
 
@@ -31,21 +32,24 @@ Batching = bool | Literal["auto"]
 class Results:
     """One structure's results in ASE's units and conventions: energy eV, forces (n, 3) eV/Å,
     stress the Voigt 6-vector (xx yy zz yz xz xy) in eV/Å³ with ASE's sign. Properties that were
-    not asked for are None."""
+    not asked for are None; magnetic moments (n,) in Bohr magnetons where the model predicts them."""
 
     energy: float
     forces: np.ndarray | None = None
     stress: np.ndarray | None = None
+    magmoms: np.ndarray | None = None
 
     @classmethod
-    def of(cls, energy, forces=None, stress=None) -> Results:
+    def of(cls, energy, forces=None, stress=None, magmoms=None) -> Results:
         """From whatever a library returns (tensors' numpy views, 3x3 stresses, float32)."""
         if stress is not None:
             stress = np.asarray(stress, dtype=np.float64)
             stress = (full_3x3_to_voigt_6_stress(stress) if stress.shape == (3, 3) else stress).reshape(6)
         if forces is not None:
             forces = np.array(forces, dtype=np.float64).reshape(-1, 3)
-        return cls(float(np.asarray(energy).reshape(())), forces, stress)
+        if magmoms is not None:
+            magmoms = np.array(magmoms, dtype=np.float64).reshape(-1)
+        return cls(float(np.asarray(energy).reshape(())), forces, stress, magmoms)
 
     def require(self, properties: Iterable[Property]) -> Results:
         missing = [p for p in properties if getattr(self, p) is None]
@@ -56,9 +60,9 @@ class Results:
 
 def check_properties(properties: Iterable[str]) -> tuple[Property, ...]:
     wanted = tuple(dict.fromkeys(properties))
-    unknown = [p for p in wanted if p not in PROPERTIES]
+    unknown = [p for p in wanted if p not in ALL_PROPERTIES]
     if unknown:
-        raise ValueError(f"unknown properties {unknown}; a Potential computes {PROPERTIES}")
+        raise ValueError(f"unknown properties {unknown}; a Potential computes {ALL_PROPERTIES}")
     return wanted  # type: ignore[return-value]
 
 
@@ -91,7 +95,7 @@ class PotentialCalculator(Calculator):
     driver asks for both); stress only when asked. `free_energy` is the energy: no uMLIP models
     electronic entropy, and ASE's Nosé–Hoover and MTK integrators ask for it."""
 
-    implemented_properties = ["energy", "free_energy", "forces", "stress"]
+    implemented_properties = ["energy", "free_energy", "forces", "stress", "magmoms"]
 
     def __init__(self, potential: Potential):
         super().__init__()
@@ -100,12 +104,12 @@ class PotentialCalculator(Calculator):
     def calculate(self, atoms: Atoms | None = None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
         wanted: list[Property] = ["energy", "forces"]
-        if "stress" in properties:
-            wanted.append("stress")
+        wanted += [name for name in ("stress", "magmoms") if name in properties]
         result = self.potential.evaluate([self.atoms], wanted, batched=False)[0].require(wanted)
         self.results = {"energy": result.energy, "free_energy": result.energy, "forces": result.forces}
-        if result.stress is not None:
-            self.results["stress"] = result.stress
+        for name in ("stress", "magmoms"):
+            if getattr(result, name) is not None:
+                self.results[name] = getattr(result, name)
 
 
 class CalculatorPotential(Potential):
@@ -123,6 +127,7 @@ class CalculatorPotential(Potential):
             calc.get_potential_energy(atoms),
             calc.get_forces(atoms) if "forces" in properties else None,
             calc.get_stress(atoms) if "stress" in properties else None,
+            calc.get_magnetic_moments(atoms) if "magmoms" in properties else None,
         )
 
     def evaluate(self, structures, properties=ENERGY_FORCES, *, batched="auto", batch_size=None):

@@ -127,6 +127,8 @@ class OutputSpec(Strict):
     velocities: Bool = True
     trajectory: Bool = Field(True, description="false: MD stores observables only, no position/velocity/force "
                              "frames after the first (the start); checkpoints still allow --resume")
+    magmoms: Bool = Field(False, description="store per-atom magnetic moments with every frame (CHGNet predicts "
+                          "them; computed only for stored frames, never for the dynamics)")
 
 
 class RunSpec(Strict):
@@ -162,6 +164,14 @@ class Recipe(Strict):
         for name in ("write_every", "checkpoint_every"):
             if steps is not None and name in self.output.model_fields_set and getattr(self.output, name) > steps:
                 raise ValueError(f"output.{name}: must be <= task.steps ({steps}), got {getattr(self.output, name)}")
+        return self
+
+    @model_validator(mode="after")
+    def _magmoms_need_a_model_that_predicts_them(self) -> Recipe:
+        from driver.models.registry import family
+
+        if self.output.magmoms and not family(self.model.name).magmoms:
+            raise ValueError(f"output.magmoms: {self.model.name} predicts no magnetic moments (CHGNet does)")
         return self
 
     @model_validator(mode="after")

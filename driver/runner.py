@@ -172,7 +172,8 @@ def _open_writer(path: Path, atoms: Atoms, recipe: Recipe, provenance: dict, res
     if resume is None:
         return H5MDWriter(path, atoms, provenance=provenance, flush_every=recipe.output.flush_every,
                           compression=recipe.output.compression, velocities=recipe.output.velocities,
-                          forces=recipe.output.forces, trajectory=recipe.output.trajectory)
+                          forces=recipe.output.forces, trajectory=recipe.output.trajectory,
+                          magmoms=recipe.output.magmoms)
     writer = H5MDWriter.reopen(path, resume.frames, flush_every=recipe.output.flush_every)
     writer.write_attributes("parameters", {f"resumed_at_step_{resume.step}": now_iso()})
     log.info("%s: resuming from the checkpoint at step %d", path.stem, resume.step)

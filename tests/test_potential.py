@@ -33,7 +33,9 @@ def test_results_hold_only_what_was_asked(structures):
     with pytest.raises(PropertyNotImplementedError, match="forces"):
         energy_only[0].require(["forces"])
     with pytest.raises(ValueError, match="unknown properties"):
-        potential.evaluate(structures, ("magmoms",))
+        potential.evaluate(structures, ("charges",))
+    with pytest.raises(PropertyNotImplementedError):  # EMT predicts no magnetic moments
+        potential.evaluate(structures, ("energy", "magmoms"))
 
 
 def test_results_of_library_output_are_float64_voigt():

@@ -66,9 +66,11 @@ def batch(calculator, structures: Sequence, properties: tuple, batch_size: int) 
     from driver.potential import Results
 
     model = calculator.model
-    stress = "stress" in properties
+    stress, magmoms = "stress" in properties, "magmoms" in properties
+    # Only what was asked for (the stock calculator asks "efsm" at every step); chgnet has no "efm".
+    task = "efsm" if magmoms else "efs" if stress else "ef"
     pmg = [AseAtomsAdaptor.get_structure(atoms) for atoms in structures]
-    predictions = model.predict_structure(pmg, task="efs" if stress else "ef", batch_size=batch_size)
+    predictions = model.predict_structure(pmg, task=task, batch_size=batch_size)
     if isinstance(predictions, dict):  # chgnet returns a bare dict for a one-structure list
         predictions = [predictions]
     results = []
@@ -76,11 +78,12 @@ def batch(calculator, structures: Sequence, properties: tuple, batch_size: int) 
         factor = len(structure) if model.is_intensive else 1  # e is eV/atom for an intensive model
         energy = np.asarray(pred["e"]).reshape(()) * factor
         sigma = np.asarray(pred["s"]) * calculator.stress_weight if stress else None
-        results.append(Results.of(energy, pred["f"], sigma))
+        results.append(Results.of(energy, pred["f"], sigma, pred["m"] if magmoms else None))
     return results
 
 
 FAMILY = ModelFamily(
+    magmoms=True,
     name="chgnet",
     package="chgnet",
     dtypes=("float32",),

@@ -130,6 +130,10 @@ def batch(calculator, structures: Sequence, properties: tuple, batch_size: int) 
     from ase.calculators.calculator import PropertyNotImplementedError
 
     stress = "stress" in properties
+    if "magmoms" in properties:
+        from ase.calculators.calculator import PropertyNotImplementedError
+
+        raise PropertyNotImplementedError("magmoms: this model predicts no magnetic moments")
     if stress and not calculator.compute_stress:
         raise PropertyNotImplementedError("stress: this matgl potential does not compute stresses")
     potential = calculator.potential

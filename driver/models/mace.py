@@ -91,6 +91,10 @@ def batch(calculator, structures: Sequence, properties: tuple, batch_size: int) 
     from driver.potential import Results
 
     stress = "stress" in properties
+    if "magmoms" in properties:
+        from ase.calculators.calculator import PropertyNotImplementedError
+
+        raise PropertyNotImplementedError("magmoms: this model predicts no magnetic moments")
     arrays_keys = {**calculator.arrays_keys, calculator.charges_key: "charges"}
     keyspec = mace_data.KeySpecification(info_keys=calculator.info_keys, arrays_keys=arrays_keys)
     with torch_tools.default_dtype(calculator.default_dtype):

@@ -41,6 +41,7 @@ class ModelFamily:
     batch: BatchFn | None = None
     can_batch: Callable[[Calculator], bool] = lambda calculator: False
     is_checkpoint: Callable[[Path], bool] = lambda path: False  # a path in this library's own form
+    magmoms: bool = False  # predicts per-atom magnetic moments (output.magmoms)
     finetune_module: str | None = None  # module with train(...) for `driver finetune`
     distributions: tuple[str, ...] = ()  # packages whose versions go into provenance
 

@@ -48,3 +48,42 @@ def test_observables_only_is_refused_for_tasks_without_a_trajectory(tmp_path, ca
     assert main(["validate", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "output.trajectory: false drops MD frames; task.kind phonons" in err, err
+
+
+def test_magnetic_moments_on_request_only(tmp_path):
+    """output.magmoms: CHGNet's moments with every stored frame (as its calculator gives them);
+    without it the file has none and the model is never asked for them."""
+    import h5py
+    import numpy as np
+    from ase.io import read
+    from chgnet.model.dynamics import CHGNetCalculator
+
+    from driver.cli import main
+    from tests.conftest import SI_CIF, write_recipe
+
+    recipe = write_recipe(tmp_path, task={"steps": 4}, output={"write_every": 2, "magmoms": True})
+    assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 0
+    with h5py.File(tmp_path / "out" / "raw-T500K.h5") as f:
+        moments = f["particles/all/magnetic_moment/value"][()]
+        positions = f["particles/all/position/value"][()]
+        cell = f["particles/all/box/edges/value"][-1]
+        assert f["particles/all/magnetic_moment/value"].attrs["unit"] == "mu_B"
+    assert moments.shape == (3, 8) and np.isfinite(moments).all()
+    atoms = read(SI_CIF)
+    atoms.positions, atoms.cell = positions[-1], cell
+    atoms.calc = CHGNetCalculator(use_device="cpu")
+    np.testing.assert_allclose(moments[-1], atoms.get_magnetic_moments(), atol=1e-5)
+    plain = write_recipe(tmp_path / "plain" if (tmp_path / "plain").mkdir() is None else None, task={"steps": 4})
+    assert main(["run", str(plain), "--out", str(tmp_path / "plain-out")]) == 0
+    with h5py.File(tmp_path / "plain-out" / "raw-T500K.h5") as f:
+        assert "magnetic_moment" not in f["particles/all"]
+
+
+def test_magnetic_moments_of_a_model_without_them_are_refused(tmp_path, capsys):
+    from driver.cli import main
+    from tests.conftest import write_recipe
+
+    recipe = write_recipe(tmp_path, model={"name": "mace-mp-0", "checkpoint": None}, output={"magmoms": True})
+    assert main(["validate", str(recipe)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "output.magmoms" in err[0] and "mace-mp-0 predicts no magnetic moments" in err[0], err
