@@ -129,12 +129,19 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'systems':>7} {'torchsim':>9} {'driver':>9} {'ratio':>6}   {'one after another':>17} {'ratio':>6}")
         for systems in args.systems:
             ts_times, together, apart = [], [], []
-            for repeat in range(args.repeats):
-                sides = [lambda: ts_times.append(torchsim_run(ts, ts_model, atoms, systems, args.steps)),
-                         lambda: together.append(driver_run(structure, mace, systems, args.steps, systems > 1,
-                                                            tmp / f"d{systems}")),
-                         lambda: apart.append(driver_run(structure, mace, systems, args.steps, False,
-                                                         tmp / f"a{systems}")) if systems > 1 else None]
+
+            def run_torchsim(n=systems, bucket=ts_times):
+                bucket.append(torchsim_run(ts, ts_model, atoms, n, args.steps))
+
+            def run_together(n=systems, bucket=together):
+                bucket.append(driver_run(structure, mace, n, args.steps, n > 1, tmp / f"d{n}"))
+
+            def run_apart(n=systems, bucket=apart):
+                if n > 1:
+                    bucket.append(driver_run(structure, mace, n, args.steps, False, tmp / f"a{n}"))
+
+            sides = [run_torchsim, run_together, run_apart]
+            for repeat in range(args.repeats):  # rotated, so that no side always goes first
                 for side in sides[repeat % 3:] + sides[:repeat % 3]:
                     side()
             row = {"torchsim_s": statistics.median(ts_times), "driver_s": statistics.median(together)}

@@ -58,7 +58,7 @@ class TemperaturePoints(Strict):
             raise ValueError(f"needs at least two [step, K] points, got {len(points)}")
         if points[0][0] != 0:
             raise ValueError(f"must start at step 0, got [{points[0][0]}, {points[0][1]:g}]")
-        for (before, _), (after, _) in zip(points, points[1:]):
+        for (before, _), (after, _) in zip(points, points[1:], strict=False):
             if after <= before:
                 raise ValueError(f"steps must increase, got step {after} after step {before}")
         for step, kelvin in points:
@@ -116,7 +116,7 @@ class Schedule:
         return self.points[-1][0]
 
     def at(self, step: int) -> float:
-        steps, kelvins = zip(*self.points)
+        steps, kelvins = zip(*self.points, strict=True)
         return float(np.interp(step, steps, kelvins))
 
     def label(self) -> str:
