@@ -27,12 +27,14 @@ def _cmd_validate(args: argparse.Namespace) -> int:
     for path in args.recipes:
         recipe, _ = load_recipe(path)
         try:
-            atoms, _ = check_inputs(recipe)
+            atoms, correction = check_inputs(recipe)
         except InputError as exc:
             raise InputError(f"{path}: {exc}") from None
 
         jobs = ", ".join(job.name for job in plan_jobs(recipe))
         print(f"{path}: ok ({atoms.get_chemical_formula()}, {len(atoms)} atoms, {recipe.model.name}; jobs: {jobs})")
+        for line in correction.warning_lines() if correction is not None else []:  # as `driver run` warns
+            print(f"{path}: WARNING: {line}")
     return 0
 
 

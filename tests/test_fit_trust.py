@@ -65,6 +65,10 @@ def test_si_phonon_fit_moves_phonons_toward_dft_and_its_verdict_reaches_the_run(
         "task": {"kind": "phonons", "supercell": [2, 2, 2], "displacement_A": 0.01, "band_points": 5, "mesh": MESH},
         "output": {"directory": str(tmp_path / "out")},
     }, sort_keys=False))
+    capsys.readouterr()
+    assert main(["validate", str(recipe)]) == 0  # validate warns as the run does, before any model loads
+    validated = capsys.readouterr().out.splitlines()
+    assert len(validated) == 2 and validated[1].startswith(f"{recipe}: WARNING: correction {correction} was fitted with")
     caplog.set_level("INFO")
     assert main(["run", str(recipe)]) == 0
     warning_lines = [r.getMessage() for r in caplog.records if "fitted with" in r.getMessage()]
