@@ -59,23 +59,23 @@ def can_batch(calculator) -> bool:
 
 
 def batch(calculator, structures: Sequence, properties: tuple, batch_size: int) -> list:
-    """`CHGNet.predict_structure` over many structures; energies come back per atom and
-    stresses in GPa, converted as `CHGNetCalculator` converts them."""
-    from pymatgen.io.ase import AseAtomsAdaptor
-
+    """`CHGNet.predict_graph` over many structures, the graphs built from the ASE atoms in numpy
+    (driver.models.chgnet_graph: chgnet's own converter is most of a small cell's call);
+    energies come back per atom and stresses in GPa, converted as `CHGNetCalculator` converts them."""
+    from driver.models.chgnet_graph import crystal_graph
     from driver.potential import Results
 
     model = calculator.model
     stress, magmoms = "stress" in properties, "magmoms" in properties
     # Only what was asked for (the stock calculator asks "efsm" at every step); chgnet has no "efm".
     task = "efsm" if magmoms else "efs" if stress else "ef"
-    pmg = [AseAtomsAdaptor.get_structure(atoms) for atoms in structures]
-    predictions = model.predict_structure(pmg, task=task, batch_size=batch_size)
+    graphs = [crystal_graph(atoms, model.graph_converter) for atoms in structures]
+    predictions = model.predict_graph(graphs, task=task, batch_size=batch_size)
     if isinstance(predictions, dict):  # chgnet returns a bare dict for a one-structure list
         predictions = [predictions]
     results = []
-    for structure, pred in zip(pmg, predictions, strict=True):
-        factor = len(structure) if model.is_intensive else 1  # e is eV/atom for an intensive model
+    for atoms, pred in zip(structures, predictions, strict=True):
+        factor = len(atoms) if model.is_intensive else 1  # e is eV/atom for an intensive model
         energy = np.asarray(pred["e"]).reshape(()) * factor
         sigma = np.asarray(pred["s"]) * calculator.stress_weight if stress else None
         results.append(Results.of(energy, pred["f"], sigma, pred["m"] if magmoms else None))

@@ -199,13 +199,13 @@ def test_m3gnet_computes_no_strain_gradient_without_stress(m3gnet64_model, struc
 def test_chgnet_asks_its_model_for_energy_and_forces_only(chgnet_model, structures, monkeypatch):
     tasks = []
     model = chgnet_model.calculator.model
-    original = model.predict_structure
+    original = model.predict_graph  # predict_structure ends in it too
 
     def spy(*args, task="efsm", **kwargs):
         tasks.append(task)
         return original(*args, task=task, **kwargs)
 
-    monkeypatch.setattr(model, "predict_structure", spy)
+    monkeypatch.setattr(model, "predict_graph", spy)
     chgnet_model.evaluate(structures[:1], ("energy", "forces"), batched=False)
     chgnet_model.evaluate(structures[:1], ("energy", "forces", "stress"), batched=False)
     assert tasks == ["ef", "efs"]  # the stock CHGNetCalculator asks for "efsm" at every step
