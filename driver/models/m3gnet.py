@@ -159,13 +159,17 @@ def _evaluate_chunk(calculator, chunk: Sequence, stress: bool) -> list:
         graphs.append(graph)
         lattices.append(torch.as_tensor(lattice).reshape(-1, 3, 3))
         states.append(torch.as_tensor(np.asarray(state_attr)))
-    g = Batch.from_data_list(graphs)
-    energy, forces, stresses, *_ = calculator.potential(g, torch.cat(lattices, dim=0), torch.stack(states))
+    if len(chunk) == 1:  # one structure (MD, relaxations): its graph as PESCalculator passes it, no collation
+        g, lattice, state = graphs[0], lattices[0], states[0]
+        ptr = np.array([0, len(chunk[0])])
+    else:
+        g, lattice, state = Batch.from_data_list(graphs), torch.cat(lattices, dim=0), torch.stack(states)
+        ptr = g.ptr.cpu().numpy()
+    energy, forces, stresses, *_ = calculator.potential(g, lattice, state)
     energy = energy.detach().cpu().numpy().reshape(-1)
     forces = forces.detach().cpu().numpy()
     # (3B, 3) in GPa; the calculator multiplies by its GPa -> eV/Å³ factor
     sigma = stresses.detach().cpu().numpy().reshape(-1, 3, 3) * calculator.conversion_factor if stress else None
-    ptr = g.ptr.cpu().numpy()
     return [Results.of(energy[i], forces[ptr[i]:ptr[i + 1]], sigma[i] if stress else None) for i in range(len(chunk))]
 
 
