@@ -80,8 +80,8 @@ def test_gpu_energy_forces_equal_cpu(family, dtype, gpu, small_mace_path):
     assert on_gpu.device.startswith("cuda") or ON_CPU
     tol = TOLERANCE[dtype]
     for atoms in _structures():
-        e_gpu, f_gpu, s_gpu = energy_forces_stress(on_gpu.calculator, atoms)
-        e_cpu, f_cpu, s_cpu = energy_forces_stress(on_cpu.calculator, atoms)
+        e_gpu, f_gpu, s_gpu = energy_forces_stress(on_gpu.as_calculator(), atoms)  # the driver's path
+        e_cpu, f_cpu, s_cpu = energy_forces_stress(on_cpu.as_calculator(), atoms)
         assert np.isfinite(e_gpu) and np.isfinite(f_gpu).all()
         assert abs(e_gpu - e_cpu) <= tol["energy"] * len(atoms)
         np.testing.assert_allclose(f_gpu, f_cpu, atol=tol["forces"], rtol=tol["forces"])
@@ -93,7 +93,7 @@ def test_gpu_corrected_is_raw_over_s(family, dtype, gpu, small_mace_path):
     model = _model(family, dtype, gpu, small_mace_path)
     s, e0 = 0.627, -40.0
     for atoms in _structures(2):
-        e_raw, f_raw, s_raw = energy_forces_stress(model.calculator, atoms)
+        e_raw, f_raw, s_raw = energy_forces_stress(model.as_calculator(), atoms)  # what the correction wraps
         e_cor, f_cor, s_cor = energy_forces_stress(SofteningCorrection(model, s, e0).as_calculator(), atoms)
         # the division happens in the model's dtype (float32 arrays stay float32): its round-off
         rtol = 1e-6 if dtype == "float32" else 1e-12
