@@ -74,9 +74,6 @@ class PointStore:
         file.attrs["points_stored"] = int(file.attrs.get("points_stored", 0)) + 1
         file.flush()
 
-    def __len__(self) -> int:
-        return sum(1 for key in self.group if key in self)
-
 
 def each_point(store: PointStore, keys: Sequence[str], compute: Callable[[int], Mapping[str, object]],
                log: logging.Logger, label: str, describe: Callable[[Mapping], str] = lambda values: "") -> list[dict]:

@@ -71,6 +71,13 @@ def check_atom_count(n_atoms: int, max_atoms: int, what: str) -> None:
                          "raise structure.max_atoms on purpose to run it")
 
 
+def check_periodic(atoms: Atoms, what: str) -> None:
+    """Tasks that strain or repeat the cell need it periodic along all three axes; `what` says
+    who needs it ("task.kind: eos needs")."""
+    if not atoms.pbc.all():
+        raise InputError(f"{what} a structure periodic in all three directions (pbc {atoms.pbc.tolist()})")
+
+
 def check_min_distance(atoms: Atoms, min_distance_A: float, what: str) -> None:
     """Refuse a structure with two atoms (or an atom and a periodic image) closer than min_distance_A."""
     from ase.neighborlist import neighbor_list

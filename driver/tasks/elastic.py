@@ -19,10 +19,11 @@ from ase import Atoms, units
 from pydantic import Field, field_validator
 
 from driver.correction import expected_ratio
-from driver.errors import InputError, SimulationError
+from driver.errors import SimulationError
 from driver.points import PointStore, each_point
 from driver.relax import CellRelaxSpec, relax
 from driver.schema import Bool, Strict, bounded
+from driver.structure import check_periodic
 from driver.tasks import Prepared, Task, prerelaxed
 
 log = logging.getLogger(__name__)
@@ -128,9 +129,7 @@ class ElasticTaskKind(Task):
 
     def check(self, spec: ElasticTask, atoms: Atoms, max_atoms: int) -> None:
         super().check(spec, atoms, max_atoms)
-        if not atoms.pbc.all():
-            raise InputError(f"task.kind: elastic needs a structure periodic in all three directions "
-                             f"(pbc {atoms.pbc.tolist()})")
+        check_periodic(atoms, "task.kind: elastic needs")
 
     def needs_stress(self, spec: ElasticTask) -> bool:
         return True

@@ -19,12 +19,12 @@ from ase.dft.kpoints import parse_path_string
 from pydantic import Field, model_validator
 
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
-from driver.errors import InputError, SimulationError
+from driver.errors import SimulationError
 from driver.points import PointStore, each_point
 from driver.potential import Potential
 from driver.relax import CellRelaxSpec
 from driver.schema import Bool, Int, Strict, bounded
-from driver.structure import check_atom_count
+from driver.structure import check_atom_count, check_periodic
 from driver.tasks import Prepared, Share, Task, evaluate_here, prerelaxed
 
 log = logging.getLogger(__name__)
@@ -279,9 +279,7 @@ class PhononTaskKind(Task):
 
     def check(self, spec: PhononTask, atoms: Atoms, max_atoms: int) -> None:
         super().check(spec, atoms, max_atoms)
-        if not atoms.pbc.all():
-            raise InputError(f"task.kind: phonons needs a structure periodic in all three directions "
-                             f"(pbc {atoms.pbc.tolist()})")
+        check_periodic(atoms, "task.kind: phonons needs")
         matrix = supercell_matrix(atoms, spec)
         n_atoms = int(round(len(atoms) * abs(np.linalg.det(matrix))))
         field = "supercell" if spec.supercell is not None else "supercell_min_length_A"

@@ -21,6 +21,7 @@ from driver.errors import InputError, OutputError, first_line
 from driver.points import PointStore
 from driver.relax import Optimizer, relax
 from driver.schema import Bool, Strict, bounded
+from driver.structure import check_periodic
 from driver.tasks import Task
 
 log = logging.getLogger(__name__)
@@ -115,9 +116,8 @@ class RelaxTaskKind(Task):
 
     def check(self, spec: RelaxTask, atoms: Atoms, max_atoms: int) -> None:
         super().check(spec, atoms, max_atoms)
-        if spec.cell and not atoms.pbc.all():
-            raise InputError(f"task.cell: a cell relaxation needs a structure periodic in all three directions "
-                             f"(pbc {atoms.pbc.tolist()})")
+        if spec.cell:
+            check_periodic(atoms, "task.cell: a cell relaxation needs")
         if spec.pressure_GPa and not spec.cell:
             raise InputError(f"task.pressure_GPa: {spec.pressure_GPa:g} GPa acts on the cell; set task.cell: true")
 
