@@ -5,11 +5,8 @@ The slowed EMT family (tests/models/emt_family.py) makes the jobs long enough to
 from __future__ import annotations
 
 import json
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -20,6 +17,7 @@ from ase.io import write
 
 from driver.points import resume_state
 from tests.conftest import ROOT, write_recipe
+from tests.sigkill import sigkill_once_stored
 
 CLI = ("import sys; from driver.models.registry import register; "
        "from tests.models.emt_family import FAMILY, SLOW_FAMILY; register(FAMILY); register(SLOW_FAMILY); "
@@ -28,19 +26,6 @@ CLI = ("import sys; from driver.models.registry import register; "
 
 def _driver(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
-def _stored_step(path: Path, scratch: Path) -> int:
-    """How far a job another process is writing has stored its points (-1: none yet)."""
-    if not path.exists():
-        return -1
-    try:
-        shutil.copyfile(path, scratch)
-        with h5py.File(scratch, "r") as f:
-            state = resume_state(f)
-        return state.step if state else -1
-    except Exception:  # a copy taken mid-write may be unreadable: try again
-        return -1
 
 
 def _recipe(folder: Path, task: dict, output: dict | None = None) -> Path:
@@ -85,19 +70,8 @@ def test_sigkill_then_resume_matches_the_uninterrupted_run(tmp_path, kind):
 
     killed_dir = tmp_path / "killed"
     h5 = killed_dir / "raw.h5"
-    proc = subprocess.Popen([sys.executable, "-c", CLI, "-q", "run", str(recipe), "--out", str(killed_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while _stored_step(h5, tmp_path / "peek.h5") < kill_at:
-            assert proc.poll() is None, "driver ended before it could be killed"
-            assert time.monotonic() < deadline, "no stored point after 180 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_once_stored([sys.executable, "-c", CLI, "-q", "run", str(recipe), "--out", str(killed_dir)], h5,
+                        tmp_path / "peek.h5", kill_at, resume_state, timeout_s=180)
     with h5py.File(h5, "r") as f:
         assert f.attrs["status"] == "running"
         state = resume_state(f)

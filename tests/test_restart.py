@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import h5py
@@ -23,6 +21,7 @@ from driver.cli import main
 from driver.output import H5MDWriter
 from driver.tasks.md import MDTask, initialize_velocities, run_md
 from tests.conftest import write_recipe
+from tests.sigkill import sigkill_once_stored
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = "raw-T500K"
@@ -80,19 +79,6 @@ def test_resumed_md_equals_uninterrupted_for_every_ensemble(tmp_path, ensemble):
 
 # 2. SIGKILL mid-run, then --resume, in real processes with CHGNet ----------------------------
 
-def _checkpoint_on_disk(path: Path, scratch: Path) -> int:
-    """Step of the newest valid checkpoint in a file another process is writing (-1: none yet)."""
-    if not path.exists():
-        return -1
-    try:
-        shutil.copyfile(path, scratch)
-        with h5py.File(scratch, "r") as f:
-            state = read_latest(f)
-        return state.step if state else -1
-    except Exception:  # a copy taken mid-write may be unreadable: try again
-        return -1
-
-
 def _driver(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "driver", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, **kwargs)
@@ -108,19 +94,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_trajectory(tmp_path, ensemb
     assert whole.returncode == 0, whole.stderr
 
     h5 = killed_dir / f"{JOB}.h5"
-    proc = subprocess.Popen([sys.executable, "-m", "driver", "-q", "run", str(recipe), "--out", str(killed_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 180
-        while _checkpoint_on_disk(h5, tmp_path / "peek.h5") < 60:
-            assert proc.poll() is None, "driver ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint after 180 s"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_once_stored([sys.executable, "-m", "driver", "-q", "run", str(recipe), "--out", str(killed_dir)], h5,
+                        tmp_path / "peek.h5", 60, read_latest, timeout_s=180)
     # What the kill left opens, and holds every frame up to the checkpoint (flushed with it).
     with h5py.File(h5, "r") as f:
         state = read_latest(f)

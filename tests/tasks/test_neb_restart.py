@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import h5py
 import numpy as np
@@ -21,6 +20,7 @@ from driver.checkpoint import read_latest
 from driver.cli import EXIT_INTERRUPTED, main
 from driver.progress import Progress
 from tests.conftest import ROOT, write_recipe
+from tests.sigkill import sigkill_once_stored
 
 EMT = {"name": "emt", "dtype": "float64"}
 TASK = {"kind": "neb", "vacancy_hop": {"species": "Cu", "from": 1}, "n_images": 3, "fmax_eV_A": 0.005,
@@ -109,19 +109,8 @@ def test_sigkill_then_resume_gives_the_uninterrupted_band(tmp_path, cu_recipe, e
     recipe = cu_recipe(relax_endpoints=False)  # the band is the point; unrelaxed endpoints save time
     assert main(["-q", "run", str(recipe), "--out", str(tmp_path / "whole")]) == 0
     h5 = tmp_path / "killed" / "raw.h5"
-    proc = subprocess.Popen(_child("-q", "run", str(recipe), "--out", str(tmp_path / "killed")), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while _checkpoint_step(h5, tmp_path / "peek.h5") < 8:
-            assert proc.poll() is None, "driver ended before it could be killed"
-            assert time.monotonic() < deadline, "no checkpoint after 60 s"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    sigkill_once_stored(_child("-q", "run", str(recipe), "--out", str(tmp_path / "killed")), h5,
+                        tmp_path / "peek.h5", 8, read_latest, timeout_s=60)
     with h5py.File(h5, "r") as f:
         assert f.attrs["status"] == "running"
         step = read_latest(f).step
@@ -134,19 +123,6 @@ def test_sigkill_then_resume_gives_the_uninterrupted_band(tmp_path, cu_recipe, e
     assert killed["barrier_eV"] == pytest.approx(whole["barrier_eV"], abs=1e-10)
     np.testing.assert_allclose(killed_arrays["image_positions_A"], whole_arrays["image_positions_A"], rtol=0,
                                atol=1e-10)
-
-
-def _checkpoint_step(path, scratch) -> int:
-    """Step of the newest valid checkpoint in a file another process is writing (-1: none yet)."""
-    if not path.exists():
-        return -1
-    try:
-        scratch.write_bytes(path.read_bytes())
-        with h5py.File(scratch, "r") as f:
-            state = read_latest(f)
-        return state.step if state else -1
-    except Exception:  # a copy taken mid-write may be unreadable: try again
-        return -1
 
 
 @pytest.mark.parametrize("name", ["FIRE", "BFGS"])
