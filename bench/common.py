@@ -86,15 +86,26 @@ def machine_record(device: str | None, load_before: float) -> dict:
     }
 
 
+def now_utc() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def read_results() -> dict:
+    """bench/results.json as it is ({} when absent or unreadable, with a warning: a bench that ran
+    for half an hour still saves its own figures)."""
+    if not RESULTS.is_file():
+        return {}
+    try:
+        return json.loads(RESULTS.read_text())
+    except json.JSONDecodeError:
+        print(f"warning: {RESULTS} was not valid JSON; rewriting it", file=sys.stderr)
+        return {}
+
+
 def save_result(key: str, record: dict) -> None:
     """Replace one key of bench/results.json, keeping the others; written atomically."""
-    record = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), **record}
-    existing = {}
-    if RESULTS.is_file():
-        try:
-            existing = json.loads(RESULTS.read_text())
-        except json.JSONDecodeError:
-            print(f"warning: {RESULTS} was not valid JSON; rewriting it", file=sys.stderr)
+    record = {"date": now_utc(), **record}
+    existing = read_results()
     existing[key] = record
     tmp_path = RESULTS.with_suffix(".json.tmp")
     tmp_path.write_text(json.dumps(existing, indent=2) + "\n")

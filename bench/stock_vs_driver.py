@@ -28,7 +28,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import ROOT, machine_record, models_dir, save_result, warn_if_busy  # isort: skip
+from common import ROOT, machine_record, models_dir, now_utc, read_results, save_result, warn_if_busy  # isort: skip
 from checkout import checkout_record  # isort: skip
 
 import numpy as np
@@ -158,20 +158,15 @@ def main(argv: list[str] | None = None) -> int:
                     rows[family]["cases"].append(row)
                     print(f"{family:<10} {size:>5} {ensemble:<13} {row['steps']:>5} {row['stock_ms_per_step']:>9.1f} "
                           f"{row['driver_ms_per_step']:>9.1f} {row['driver_over_stock']:>5.3f}x", flush=True)
-    # A run of some families keeps the others' rows (each row carries its own date and machine).
-    import datetime
-    import json
-
-    from common import RESULTS
-
+    # A run of some families keeps the others' rows; each row carries its own date and machine.
+    machine = machine_record(device, load_before)
     for row in rows.values():
-        row["date"] = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    if RESULTS.is_file():
-        earlier = (json.loads(RESULTS.read_text()).get("stock_vs_driver") or {}).get("results") or {}
-        rows = {**{f: r for f, r in earlier.items() if f not in rows}, **rows}
+        row.update(date=now_utc(), machine=machine)
+    earlier = (read_results().get("stock_vs_driver") or {}).get("results") or {}
+    rows = {**{f: r for f, r in earlier.items() if f not in rows}, **rows}
     save_result("stock_vs_driver", {
         "description": "driver MD step vs the stock calculator's ASE loop (medians of alternating runs)",
-        "machine": machine_record(device, load_before),
+        "machine": machine,
         "settings": {"md": MD, "md_per_family": MD_PER_FAMILY, "repeats": args.repeats,
                      "target_seconds_per_run": args.seconds, "checkout": checkout_record()},
         "results": rows,
