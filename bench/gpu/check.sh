@@ -36,7 +36,12 @@ site=$scratch/site
 mkdir -p "$scratch"
 echo "== gpu-check $mode: $(date -u +%FT%TZ), $($python --version 2>&1) at $(command -v "$python"), OUT=$OUT"
 
-echo "== install: $(find "$wheels" -name '*.whl' 2>/dev/null | wc -l) wheels from ${wheels#"$root"/} into $site"
+n_wheels=$(find "$wheels" -name '*.whl' 2>/dev/null | wc -l)
+echo "== install: $n_wheels wheels from ${wheels#"$root"/} into $site"
+if [ "$n_wheels" -eq 0 ]; then  # else pip's "*.whl is not a valid wheel filename"
+    echo "gpu-check: no wheels in ${wheels#"$root"/} (make gpu-wheels fetches them; the device call carries that folder)" >&2
+    exit 3
+fi
 rm -rf "$site"
 if ! "$python" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
         --target "$site" "$wheels"/*.whl; then
