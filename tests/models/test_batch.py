@@ -209,3 +209,57 @@ def test_chgnet_asks_its_model_for_energy_and_forces_only(chgnet_model, structur
     chgnet_model.evaluate(structures[:1], ("energy", "forces"), batched=False)
     chgnet_model.evaluate(structures[:1], ("energy", "forces", "stress"), batched=False)
     assert tasks == ["ef", "efs"]  # the stock CHGNetCalculator asks for "efsm" at every step
+
+
+def test_m3gnet_gets_the_tensor_line_graph_equal_to_matgls_own(m3gnet64_model, structures, monkeypatch):
+    """The driver hands M3GNet the line graph from matgl's tensor code; it holds the same triplets
+    as the one M3GNet builds itself (Python loop), for single cells and for a batch."""
+    from matgl.graph._compute import create_line_graph
+    from matgl.models import M3GNet
+
+    seen = []
+    original = M3GNet.forward
+
+    def spy(self, g, state_attr=None, l_g=None, **kwargs):
+        assert l_g is not None
+        bond_vec = g.pos[g.edge_index[1]] + g.pbc_offshift - g.pos[g.edge_index[0]]
+        own = create_line_graph(g.edge_index, bond_vec.norm(dim=1), bond_vec, g.pbc_offshift, g.pos.size(0),
+                                self.threebody_cutoff)
+        seen.append(own["line_edge_index"].numel())
+        assert torch.equal(l_g["line_edge_index"].long(), own["line_edge_index"].long())
+        assert torch.equal(l_g["n_triple_ij"].long(), own["n_triple_ij"].long())
+        assert torch.equal(l_g["kept_edge_ids"].long(), own["kept_edge_ids"].long())
+        return original(self, g, state_attr=state_attr, l_g=l_g, **kwargs)
+
+    monkeypatch.setattr(M3GNet, "forward", spy)
+    m3gnet64_model.evaluate(structures, ("energy", "forces"), batched=False)
+    m3gnet64_model.evaluate(structures, ("energy", "forces"), batched=True)
+    assert len(seen) == len(structures) + 1 and min(seen) > 0
+
+
+def test_m3gnet_lets_matgl_build_its_line_graph_when_the_given_one_is_refused(
+        m3gnet64_model, structures, references, monkeypatch):
+    """Should matgl's re-check refuse the driver's line graph, the step still gets matgl's numbers."""
+    import driver.models.m3gnet as m3gnet
+
+    built = m3gnet._three_body_line_graph
+
+    def stale(potential, g, lattice):
+        line_graph = built(potential, g, lattice)
+        line_graph["kept_edge_ids"] = line_graph["kept_edge_ids"][1:]  # as if a bond had crossed the cutoff
+        return line_graph
+
+    refs = references(m3gnet64_model)
+    potential = m3gnet64_model.calculator.potential
+    calls = []
+    original = type(potential).forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs.get("l_g") is not None)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(m3gnet, "_three_body_line_graph", stale)
+    monkeypatch.setattr(type(potential), "forward", counted)
+    results = m3gnet64_model.evaluate(structures, PROPERTIES, batched=False)
+    assert_matches(m3gnet64_model, results, refs)
+    assert calls == [True, False] * len(structures)  # refused, then matgl's own
