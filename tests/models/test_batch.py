@@ -214,7 +214,7 @@ def test_chgnet_asks_its_model_for_energy_and_forces_only(chgnet_model, structur
 def test_m3gnet_gets_the_tensor_line_graph_equal_to_matgls_own(m3gnet64_model, structures, monkeypatch):
     """The driver hands M3GNet the line graph from matgl's tensor code; it holds the same triplets
     as the one M3GNet builds itself (Python loop), for single cells and for a batch."""
-    from matgl.graph._compute import create_line_graph
+    from matgl.graph._compute import compute_pair_vector_and_distance, create_line_graph
     from matgl.models import M3GNet
 
     seen = []
@@ -222,8 +222,8 @@ def test_m3gnet_gets_the_tensor_line_graph_equal_to_matgls_own(m3gnet64_model, s
 
     def spy(self, g, state_attr=None, l_g=None, **kwargs):
         assert l_g is not None
-        bond_vec = g.pos[g.edge_index[1]] + g.pbc_offshift - g.pos[g.edge_index[0]]
-        own = create_line_graph(g.edge_index, bond_vec.norm(dim=1), bond_vec, g.pbc_offshift, g.pos.size(0),
+        bond_vec, bond_dist = compute_pair_vector_and_distance(g.pos, g.edge_index, g.pbc_offshift)
+        own = create_line_graph(g.edge_index, bond_dist, bond_vec, g.pbc_offshift, g.pos.size(0),
                                 self.threebody_cutoff)
         seen.append(own["line_edge_index"].numel())
         assert torch.equal(l_g["line_edge_index"].long(), own["line_edge_index"].long())
