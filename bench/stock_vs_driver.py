@@ -6,8 +6,9 @@ stress) buys over the calculators users run by hand.
     python bench/stock_vs_driver.py [--families chgnet m3gnet mace-mp-0] [--sizes 64 512]
                                     [--ensembles nve nvt_langevin] [--repeats 3] [--seconds 4]
 
-- stock:  ASE's VelocityVerlet / Langevin on `model.calculator` (CHGNetCalculator, matgl's
-          PESCalculator, MACECalculator), seeded Maxwell-Boltzmann start, no output.
+- stock:  ASE's VelocityVerlet / Langevin on the library's calculator as users build it
+          (`stock_calculator`: CHGNetCalculator, matgl's PESCalculator on the potential as
+          matgl.load_model gives it, MACECalculator), seeded Maxwell-Boltzmann start, no output.
 - driver: `driver run`'s MD job for the same MD (run_recipe in-process, default output:
           a frame every 10 steps), timed by the job's wall_time_s.
 Si diamond supercells (64 = 2x2x2, 512 = 4x4x4 conventional cells); 1 fs at 600 K (the
@@ -72,11 +73,23 @@ def recipe_for(fields: dict, structure: Path, ensemble: str, steps: int, md: dic
     return parse_recipe(data, "stock_vs_driver", ROOT), repr(data)
 
 
-def stock_run(model, start, ensemble: str, steps: int, md: dict) -> float:
+def stock_calculator(model):
+    """The calculator a user builds by hand. The driver's own M3GNet potential runs in eval mode
+    (driver.models.m3gnet.load), so the stock side gets its own, as matgl.load_model returns it
+    (training mode); CHGNet's and MACE's `model.calculator` are their libraries' calculators as is."""
+    if model.family != "m3gnet":
+        return model.calculator
+    import matgl
+    from matgl.ext.ase import PESCalculator
+
+    return PESCalculator(matgl.load_model(model.source), stress_unit="eV/A3")
+
+
+def stock_run(calculator, start, ensemble: str, steps: int, md: dict) -> float:
     atoms = start.copy()
-    model.calculator.reset()
+    calculator.reset()
     gc.collect()
-    atoms.calc = model.calculator
+    atoms.calc = calculator
     begin = time.perf_counter()
     MaxwellBoltzmannDistribution(atoms, temperature_K=md["temperature_K"], rng=np.random.default_rng(SEED))
     Stationary(atoms)
@@ -100,10 +113,10 @@ def driver_run(recipe, text: str) -> float:
     return job["wall_time_s"] / (job["steps"] + 1)
 
 
-def bench_case(model, fields: dict, structure: Path, ensemble: str, md: dict, seconds: float, repeats: int,
+def bench_case(stock_calc, fields: dict, structure: Path, ensemble: str, md: dict, seconds: float, repeats: int,
                tmp: Path) -> dict:
     start = load_structure(recipe_for(fields, structure, ensemble, 3, md, tmp)[0].structure)
-    probe = stock_run(model, start, ensemble, 2, md)  # also the warm-up
+    probe = stock_run(stock_calc, start, ensemble, 2, md)  # also the warm-up
     steps = max(3, int(round(seconds / probe)))
     recipe, text = recipe_for(fields, structure, ensemble, steps, md, tmp / "out")
     driver_run(recipe, text)  # warm-up of the driver side
@@ -111,7 +124,7 @@ def bench_case(model, fields: dict, structure: Path, ensemble: str, md: dict, se
     for repeat in range(repeats):  # alternating, and no side always first
         order = [("stock", stock), ("driver", driver)][:: 1 if repeat % 2 == 0 else -1]
         for side, bucket in order:
-            bucket.append(stock_run(model, start, ensemble, steps, md) if side == "stock" else driver_run(recipe, text))
+            bucket.append(stock_run(stock_calc, start, ensemble, steps, md) if side == "stock" else driver_run(recipe, text))
     stock_s, driver_s = statistics.median(stock), statistics.median(driver)
     return {"atoms": len(start), "ensemble": ensemble, "steps": steps, "stock_ms_per_step": round(stock_s * 1e3, 2),
             "driver_ms_per_step": round(driver_s * 1e3, 2), "driver_over_stock": round(driver_s / stock_s, 3),
@@ -149,11 +162,12 @@ def main(argv: list[str] | None = None) -> int:
             with contextlib.redirect_stdout(sys.stderr):
                 model = load_model(ModelSpec(**fields))
             device = model.device
+            stock = stock_calculator(model)
             md = {**MD, **MD_PER_FAMILY.get(family, {})}
             rows[family] = {"model": label, "cases": []}
             for size in args.sizes:
                 for ensemble in args.ensembles:
-                    row = bench_case(model, fields, structures[size], ensemble, md, args.seconds, args.repeats,
+                    row = bench_case(stock, fields, structures[size], ensemble, md, args.seconds, args.repeats,
                                      tmp / f"{family}-{size}-{ensemble}")
                     rows[family]["cases"].append(row)
                     print(f"{family:<10} {size:>5} {ensemble:<13} {row['steps']:>5} {row['stock_ms_per_step']:>9.1f} "

@@ -106,6 +106,11 @@ def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
         ) from None
     dtype = torch.float64 if spec.dtype == "float64" else torch.float32
     potential = potential.to(device=device, dtype=dtype)
+    # matgl.load_model hands the potential over in training mode, where Potential.forward records
+    # a double-backward graph of the forces (create_graph=True) for a loss no simulation takes:
+    # ~20% of every step (bench/README.md). Eval mode changes nothing else but matgl's optional
+    # dropout (none in the pretrained models), which no simulation wants sampled into its forces.
+    potential.eval()
     calculator = _dtype_scoped_calculator_class()(potential, dtype=spec.dtype, stress_unit="eV/A3")
     weights = sha256_of_path(target) if Path(target).exists() else None
     return LoadedWeights(calculator, target, weights)

@@ -263,3 +263,32 @@ def test_m3gnet_lets_matgl_build_its_line_graph_when_the_given_one_is_refused(
     results = m3gnet64_model.evaluate(structures, PROPERTIES, batched=False)
     assert_matches(m3gnet64_model, results, refs)
     assert calls == [True, False] * len(structures)  # refused, then matgl's own
+
+
+def test_m3gnet_runs_without_the_training_graph_and_equals_the_potential_as_matgl_loads_it(
+        m3gnet64_model, structures, monkeypatch):
+    """matgl.load_model leaves the potential in training mode, where every call also records the
+    graph of the forces' own gradient (create_graph=True), for a force loss no simulation takes.
+    The driver's potential runs in eval mode: its forces come out detached, with the numbers of
+    the potential as matgl loads it (the stock calculator users build by hand)."""
+    import matgl
+
+    import driver.models.m3gnet as m3gnet
+
+    with m3gnet.matgl_float_dtype("float64"):
+        as_loaded = matgl.load_model(m3gnet64_model.source).to(dtype=torch.float64)
+    stock = m3gnet._dtype_scoped_calculator_class()(as_loaded, dtype="float64", stress_unit="eV/A3")
+    assert as_loaded.training and not m3gnet64_model.calculator.potential.training
+    graphs_kept = []
+    original = type(as_loaded).forward
+
+    def spy(self, *args, **kwargs):
+        energy, forces, *rest = original(self, *args, **kwargs)
+        graphs_kept.append((self is as_loaded, forces.requires_grad))
+        return (energy, forces, *rest)
+
+    monkeypatch.setattr(type(as_loaded), "forward", spy)
+    refs = reference(stock, structures)
+    results = m3gnet64_model.evaluate(structures, PROPERTIES, batched=False)
+    assert_matches(m3gnet64_model, results, refs)
+    assert graphs_kept == [(True, True)] * len(structures) + [(False, False)] * len(structures)
