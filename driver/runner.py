@@ -198,7 +198,7 @@ def check_inputs(recipe: Recipe) -> tuple[Atoms, SofteningScale | None]:
     checks it and the run does before loading the model: the structure (readable, not too large),
     the task against the structure (Task.check), the correction file against the model."""
     structure = load_structure(recipe.structure)
-    task_for(recipe.task.kind).check(recipe.task, structure, recipe.structure.max_atoms)
+    task_for(recipe.task.kind).check(recipe.task, structure, recipe.structure)
     correction = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
     return structure, correction
 

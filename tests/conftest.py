@@ -17,6 +17,22 @@ M3GNET_NAME = "M3GNet-MP-2021.2.8-PES"
 SI_CIF = ROOT / "recipes" / "structures" / "Si_diamond.cif"
 
 
+LI2O_A = 4.61  # Å, the lattice constant of recipes/structures/Li2O_antifluorite.cif
+LI2O_HOP = {"species": "Li", "from": 1, "to": "nearest"}  # a <100> Li-Li hop of a/2 in li2o_cell
+
+
+@pytest.fixture(scope="session")
+def li2o_cell(tmp_path_factory) -> Path:
+    """Li2O (antifluorite) as 2x2x2 primitive fcc cells: 24 atoms, every perpendicular width
+    a·2/√3 = 5.32 Å, so the 2.305 Å nearest Li-Li hop is well-posed. In the 12-atom conventional
+    cell it is exactly half a width and may go either way round (driver.tasks.hop_geometry)."""
+    from ase.io import write
+
+    path = tmp_path_factory.mktemp("li2o") / "Li2O_24.extxyz"
+    write(path, bulk("OLi2", "fluorite", a=LI2O_A).repeat(2))
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _no_downloads(monkeypatch):
     """Tests never reach for the internet: named lookups fail at once instead of retrying."""

@@ -15,7 +15,7 @@ import h5py
 import numpy as np
 import pytest
 
-from tests.conftest import ROOT, write_recipe
+from tests.conftest import LI2O_HOP, ROOT, write_recipe
 
 
 def _mpiexec() -> str | None:
@@ -155,21 +155,20 @@ def test_unexpected_error_in_one_rank_ends_the_run(tmp_path):
     assert time.monotonic() - started < 60
 
 
-LI2O = ROOT / "recipes" / "structures" / "Li2O_antifluorite.cif"
 SHARED_TASKS = {
     # 1 displaced supercell + the perfect one: one structure per rank.
     "phonons": {"kind": "phonons", "supercell": [2, 2, 2], "mesh": [4, 4, 4], "band_points": 5},
     # 3 moving images per iteration: 2 on rank 0, 1 on rank 1; a few FIRE steps, not converged.
-    "neb": {"kind": "neb", "vacancy_hop": {"species": "Li", "from": 4, "to": "nearest"}, "n_images": 3,
+    "neb": {"kind": "neb", "vacancy_hop": LI2O_HOP, "n_images": 3,
             "relax_endpoints": False, "fmax_eV_A": 0.001, "max_steps": 4},
 }
 
 
 @pytest.mark.parametrize("kind", ["phonons", "neb"])
-def test_shared_structures_over_two_ranks_match_serial(tmp_path, kind):
+def test_shared_structures_over_two_ranks_match_serial(tmp_path, kind, li2o_cell):
     """run.share_structures: both ranks run each job, each evaluating part of its structures;
     rank 0's files equal a serial run's."""
-    extra = {"structure": {"file": str(LI2O)}} if kind == "neb" else {}
+    extra = {"structure": {"file": str(li2o_cell)}} if kind == "neb" else {}
     recipe = write_recipe(tmp_path, **extra, correction={"scale": 0.627}, compare=True,
                           task=SHARED_TASKS[kind], run={"share_structures": True})
     serial_out, parallel_out = tmp_path / "serial", tmp_path / "parallel"

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from driver.output import H5MDWriter
     from driver.potential import Potential
-    from driver.recipe import OutputSpec
+    from driver.recipe import OutputSpec, StructureSpec
 
 TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb", "driver.tasks.relax",
                 "driver.tasks.eos", "driver.tasks.elastic", "driver.tasks.single_point")
@@ -86,7 +86,7 @@ class Task:
     batches_replicas: ClassVar[bool] = False  # run.batch_replicas: its jobs can step side by side
     shares_structures: ClassVar[bool] = False  # run.share_structures: a job's structures split over ranks
 
-    def check(self, spec, atoms: Atoms, max_atoms: int) -> None:
+    def check(self, spec, atoms: Atoms, structure: StructureSpec) -> None:
         """Model-free checks of the task against its starting structure, raising InputError:
         run by `driver validate` and by the runner before the model loads, so that nothing the
         run would refuse later gets through validate. The default: no two atoms of the start

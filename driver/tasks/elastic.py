@@ -12,7 +12,7 @@ divided by s, so C_ij' = C_ij / s exactly (up to the ions' relaxation tolerance)
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -25,6 +25,9 @@ from driver.relax import CellRelaxSpec, relax
 from driver.schema import Bool, Strict, bounded
 from driver.structure import check_periodic
 from driver.tasks import Prepared, Task, prerelaxed
+
+if TYPE_CHECKING:
+    from driver.recipe import StructureSpec
 
 log = logging.getLogger(__name__)
 
@@ -127,8 +130,8 @@ class ElasticTaskKind(Task):
     spec = ElasticTask
     result_units = {"elastic_tensor_GPa": "GPa", "strains": "1", "stresses_GPa": "GPa", "reference_stress_GPa": "GPa"}
 
-    def check(self, spec: ElasticTask, atoms: Atoms, max_atoms: int) -> None:
-        super().check(spec, atoms, max_atoms)
+    def check(self, spec: ElasticTask, atoms: Atoms, structure: StructureSpec) -> None:
+        super().check(spec, atoms, structure)
         check_periodic(atoms, "task.kind: elastic needs")
 
     def needs_stress(self, spec: ElasticTask) -> bool:

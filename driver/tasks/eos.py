@@ -10,7 +10,7 @@ and B0' = B0/s exactly (up to the positions' relaxation tolerance).
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -23,6 +23,9 @@ from driver.relax import CellRelaxSpec, relax
 from driver.schema import Bool, Strict, bounded
 from driver.structure import check_periodic
 from driver.tasks import Prepared, Task, prerelaxed
+
+if TYPE_CHECKING:
+    from driver.recipe import StructureSpec
 
 log = logging.getLogger(__name__)
 
@@ -142,8 +145,8 @@ class EOSTaskKind(Task):
     spec = EOSTask
     result_units = {"volumes_A3": "Angstrom^3", "energies_eV": "eV"}
 
-    def check(self, spec: EOSTask, atoms: Atoms, max_atoms: int) -> None:
-        super().check(spec, atoms, max_atoms)
+    def check(self, spec: EOSTask, atoms: Atoms, structure: StructureSpec) -> None:
+        super().check(spec, atoms, structure)
         check_periodic(atoms, "task.kind: eos needs")
 
     def needs_stress(self, spec: EOSTask) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -37,6 +37,9 @@ from driver.tasks.md_schedule import (
     parse_schedule,
     set_target_temperature,
 )
+
+if TYPE_CHECKING:
+    from driver.recipe import StructureSpec
 
 log = logging.getLogger(__name__)
 
@@ -351,8 +354,8 @@ class MDTaskKind(Task):
             return [Job(f"{variant}-{spec.schedule.label()}", variant) for variant in variants]
         return [Job(f"{variant}-T{t:g}K", variant, t) for variant in variants for t in spec.temperatures_K]
 
-    def check(self, spec: MDTask, atoms: Atoms, max_atoms: int) -> None:
-        super().check(spec, atoms, max_atoms)
+    def check(self, spec: MDTask, atoms: Atoms, structure: StructureSpec) -> None:
+        super().check(spec, atoms, structure)
         if spec.ensemble.startswith("npt") and not atoms.pbc.all():
             raise InputError(f"task.ensemble: {spec.ensemble} changes the cell under pressure; the structure is "
                              f"not periodic in all three directions (pbc {atoms.pbc.tolist()})")

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from ase import Atoms
@@ -36,8 +36,12 @@ from driver.relax import relax
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import check_min_distance
 from driver.tasks import Prepared, Task, neb_restart
+from driver.tasks.hop_geometry import check_hop_well_posed
 from driver.tasks.neb_endpoints import InterstitialHop, VacancyHop, build_endpoints
 from driver.tasks.neb_sanity import hop_atom_shift, suspect_reasons
+
+if TYPE_CHECKING:
+    from driver.recipe import StructureSpec
 
 log = logging.getLogger(__name__)
 
@@ -324,12 +328,16 @@ class NEBTaskKind(Task):
 
         return read_latest(file)
 
-    def check(self, spec: NEBTask, atoms: Atoms, max_atoms: int) -> None:
+    def check(self, spec: NEBTask, atoms: Atoms, structure: StructureSpec) -> None:
         """Build the endpoints (cheap, model-free) and check them as the run would use them."""
-        super().check(spec, atoms, max_atoms)
-        initial, final, _ = build_endpoints(atoms, spec)
+        super().check(spec, atoms, structure)
+        initial, final, info = build_endpoints(atoms, spec)
         for name, endpoint in (("initial", initial), ("final", final)):
             check_min_distance(endpoint, spec.min_distance_A, f"task: the {name} NEB endpoint's")
+        hop = info["hop_atom"]
+        field = next(name for name in ("vacancy_hop", "interstitial_hop", "final") if getattr(spec, name) is not None)
+        check_hop_well_posed(final.positions[hop] - initial.positions[hop], atoms.cell[:], atoms.pbc,
+                             f"{structure.file}: task.{field}", structure.supercell)
 
     def prepare(self, atoms: Atoms, spec: NEBTask) -> NEBPrepared:
         return prepare_endpoints(atoms, spec)

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 
 Fraction = bounded(ge=0, le=1)  # a fractional coordinate inside the cell
+NEAREST_TIE_A = 1e-6  # neighbours nearer than this to the nearest distance tie with it
 
 
 class VacancyHop(Strict):
@@ -48,7 +49,9 @@ def nearest_same_species(atoms: Atoms, index: int) -> int:
     if not candidates:
         raise InputError(f"task.vacancy_hop.to: no other {symbol} atom to hop to")
     distances = atoms.get_distances(index, candidates, mic=True)
-    return candidates[int(np.argmin(distances))]
+    # Symmetry-equivalent neighbours are equally near up to round-off: the lowest index among them,
+    # so the choice never depends on the last bit of a distance.
+    return candidates[int(np.flatnonzero(distances <= distances.min() + NEAREST_TIE_A)[0])]
 
 
 def vacancy_hop_endpoints(host: Atoms, hop: VacancyHop) -> tuple[Atoms, Atoms, dict]:

@@ -11,7 +11,7 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from ase import Atoms
@@ -26,6 +26,9 @@ from driver.relax import CellRelaxSpec
 from driver.schema import Bool, Int, Strict, bounded
 from driver.structure import check_atom_count, check_periodic
 from driver.tasks import Prepared, Share, Task, evaluate_here, prerelaxed
+
+if TYPE_CHECKING:
+    from driver.recipe import StructureSpec
 
 log = logging.getLogger(__name__)
 
@@ -277,13 +280,13 @@ class PhononTaskKind(Task):
         "force_sets_eV_A": "eV Angstrom-1",
     }
 
-    def check(self, spec: PhononTask, atoms: Atoms, max_atoms: int) -> None:
-        super().check(spec, atoms, max_atoms)
+    def check(self, spec: PhononTask, atoms: Atoms, structure: StructureSpec) -> None:
+        super().check(spec, atoms, structure)
         check_periodic(atoms, "task.kind: phonons needs")
         matrix = supercell_matrix(atoms, spec)
         n_atoms = int(round(len(atoms) * abs(np.linalg.det(matrix))))
         field = "supercell" if spec.supercell is not None else "supercell_min_length_A"
-        check_atom_count(n_atoms, max_atoms, f"task.{field}: the phonon supercell {matrix.tolist()} has")
+        check_atom_count(n_atoms, structure.max_atoms, f"task.{field}: the phonon supercell {matrix.tolist()} has")
 
     def prepare(self, atoms: Atoms, spec: PhononTask) -> Prepared:
         return prerelaxed(atoms, spec.relax)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ase import Atoms
 from ase.io import write
@@ -23,6 +23,9 @@ from driver.relax import Optimizer, relax
 from driver.schema import Bool, Strict, bounded
 from driver.structure import check_periodic
 from driver.tasks import Task
+
+if TYPE_CHECKING:
+    from driver.recipe import StructureSpec
 
 log = logging.getLogger(__name__)
 
@@ -114,8 +117,8 @@ class RelaxTaskKind(Task):
     streams_trajectory = True
     result_units = {"positions_A": "Angstrom", "cell_A": "Angstrom"}
 
-    def check(self, spec: RelaxTask, atoms: Atoms, max_atoms: int) -> None:
-        super().check(spec, atoms, max_atoms)
+    def check(self, spec: RelaxTask, atoms: Atoms, structure: StructureSpec) -> None:
+        super().check(spec, atoms, structure)
         if spec.cell:
             check_periodic(atoms, "task.cell: a cell relaxation needs")
         if spec.pressure_GPa and not spec.cell:

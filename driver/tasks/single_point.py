@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import h5py
 import numpy as np
@@ -26,6 +26,9 @@ from driver.potential import Property
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import read_frames
 from driver.tasks import Task
+
+if TYPE_CHECKING:
+    from driver.recipe import StructureSpec
 
 log = logging.getLogger(__name__)
 
@@ -172,9 +175,9 @@ class SinglePointTaskKind(Task):
     result_units = {"energies_eV": "eV", "forces_eV_A": "eV Angstrom-1", "stresses_eV_A3": "eV Angstrom-3",
                     "n_atoms": "1", "reference_forces_eV_A": "eV Angstrom-1", "labelled_forces_eV_A": "eV Angstrom-1"}
 
-    def check(self, spec: SinglePointTask, atoms: Atoms, max_atoms: int) -> None:
+    def check(self, spec: SinglePointTask, atoms: Atoms, structure: StructureSpec) -> None:
         """The frames must be readable before any model loads (driver validate reads them too)."""
-        super().check(spec, atoms, max_atoms)
+        super().check(spec, atoms, structure)
         if spec.frames:
             read_labelled_frames(Path(spec.frames), spec.index)
 

@@ -19,7 +19,7 @@ from ase.io import write
 from driver.checkpoint import read_latest
 from driver.cli import EXIT_INTERRUPTED, main
 from driver.progress import Progress
-from tests.conftest import ROOT, write_recipe
+from tests.conftest import LI2O_HOP, ROOT, write_recipe
 from tests.sigkill import sigkill_once_stored
 
 EMT = {"name": "emt", "dtype": "float64"}
@@ -155,12 +155,11 @@ def test_every_optimizer_attribute_that_changes_is_stored(name):
     assert changed and changed <= known, changed - known
 
 
-def test_chgnet_band_resumes_after_sigterm(tmp_path, monkeypatch):
-    """A real model: CHGNet on Li2O (11 atoms), a band stopped at iteration 4 of 10 and resumed,
+def test_chgnet_band_resumes_after_sigterm(tmp_path, monkeypatch, li2o_cell):
+    """A real model: CHGNet on Li2O (23 atoms), a band stopped at iteration 4 of 10 and resumed,
     against the same 10 iterations uninterrupted (both not converged: exit 1)."""
-    li2o = ROOT / "recipes" / "structures" / "Li2O_antifluorite.cif"
-    recipe = write_recipe(tmp_path, structure={"file": str(li2o)},
-                          task={"kind": "neb", "vacancy_hop": {"species": "Li", "from": 4}, "n_images": 3,
+    recipe = write_recipe(tmp_path, structure={"file": str(li2o_cell)},
+                          task={"kind": "neb", "vacancy_hop": LI2O_HOP, "n_images": 3,
                                 "relax_endpoints": False, "fmax_eV_A": 0.001, "max_steps": 10,
                                 "checkpoint_every": 3})
     assert main(["run", str(recipe), "--out", str(tmp_path / "whole")]) == 1

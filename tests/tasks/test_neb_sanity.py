@@ -17,9 +17,8 @@ from ase.io import read, write
 from driver.cli import main
 from driver.tasks.neb_endpoints import VacancyHop, vacancy_hop_endpoints
 from driver.tasks.neb_sanity import interior_maxima, profile_reasons
-from tests.conftest import ROOT, write_recipe
+from tests.conftest import LI2O_HOP, write_recipe
 
-LI2O = ROOT / "recipes" / "structures" / "Li2O_antifluorite.cif"
 NO_SADDLE = "no saddle found (the energy profile has no interior maximum)"
 EMT = {"name": "emt", "dtype": "float64"}
 
@@ -134,9 +133,9 @@ def test_endpoint_that_relaxes_away_is_flagged(tmp_path, cu, emt_family):
     assert any(r.startswith("both endpoints are the same minimum") for r in reasons)
 
 
-def test_chgnet_band_that_only_climbs_is_no_saddle(tmp_path, capsys):
-    """CHGNet on Li2O (11 atoms): a Li 40% of the way into the neighbouring vacancy, not relaxed."""
-    initial, final = _part_way(read(LI2O), "Li", 4, 0.4, tmp_path)
+def test_chgnet_band_that_only_climbs_is_no_saddle(tmp_path, capsys, li2o_cell):
+    """CHGNet on Li2O (23 atoms): a Li 40% of the way into the neighbouring vacancy, not relaxed."""
+    initial, final = _part_way(read(li2o_cell), "Li", LI2O_HOP["from"], 0.4, tmp_path)
     recipe = write_recipe(tmp_path, structure={"file": str(initial)},
                           task={"kind": "neb", "final": str(final), "relax_endpoints": False, "climb": False,
                                 "n_images": 3, "fmax_eV_A": 0.1, "max_steps": 60})
