@@ -89,13 +89,15 @@ def test_numbers_equal_direct_numpy(tmp_path, capsys, dft_subset, chgnet_model):
         reference.append(s.forces_eV_A.ravel())
     m, r = np.concatenate(model).astype(np.float64), np.concatenate(reference)
     s = (m @ r) / (r @ r)
-    assert record["softening_scale"] == pytest.approx(s, rel=1e-9)
+    # The fit's forces may come from CHGNet's batched call (batched: auto picks by timing), whose
+    # float32 round-off differs from the stock calculator's in the last bits: 1e-5, not 1e-9.
+    assert record["softening_scale"] == pytest.approx(s, rel=1e-5)
     assert record["n_structures"] == 6 and record["n_force_components"] == m.size
-    assert record["force_mae_before_eV_A"] == pytest.approx(np.abs(m - r).mean(), rel=1e-9)
-    assert record["force_mae_after_eV_A"] == pytest.approx(np.abs(m / s - r).mean(), rel=1e-9)
-    assert record["force_rmse_after_eV_A"] == pytest.approx(np.sqrt(((m / s - r) ** 2).mean()), rel=1e-9)
-    assert record["r_squared"] == pytest.approx(1 - ((m - s * r) ** 2).sum() / ((m - m.mean()) ** 2).sum(), rel=1e-9)
-    assert record["per_element"]["Si"]["softening_scale"] == pytest.approx(s, rel=1e-9)
+    assert record["force_mae_before_eV_A"] == pytest.approx(np.abs(m - r).mean(), rel=1e-5)
+    assert record["force_mae_after_eV_A"] == pytest.approx(np.abs(m / s - r).mean(), rel=1e-5)
+    assert record["force_rmse_after_eV_A"] == pytest.approx(np.sqrt(((m / s - r) ** 2).mean()), rel=1e-5)
+    assert record["r_squared"] == pytest.approx(1 - ((m - s * r) ** 2).sum() / ((m - m.mean()) ** 2).sum(), rel=1e-5)
+    assert record["per_element"]["Si"]["softening_scale"] == pytest.approx(s, rel=1e-5)
     # Relative energies within each composition (Si63: vacancy frames, Si65: interstitial frames).
     errors = []
     for size in (63, 65):

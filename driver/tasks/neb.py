@@ -49,6 +49,7 @@ Evaluator = Callable[[Sequence[Atoms]], list[Results]]
 
 
 MAX_IMAGES = 100
+SADDLE_TIE_EV = 1e-4  # image energies this close to the highest tie with it (float32 energies: ~1e-5 eV steps)
 ENDPOINT_SUMMARY_KEYS = ("hop_atom", "hop_length_A", "initial_endpoint_hop_shift_A", "final_endpoint_hop_shift_A")
 
 
@@ -278,7 +279,8 @@ def run(context) -> dict:
         "backward_barrier_eV": float(energies.max() - energies[-1]),
         "reaction_energy_eV": float(energies[-1] - energies[0]),
         "barrier_spline_eV": float(spline_barrier),
-        "saddle_image": int(np.argmax(energies)),
+        # Mirror images of a symmetric band tie up to round-off: the first within SADDLE_TIE_EV.
+        "saddle_image": int(np.flatnonzero(energies >= energies.max() - SADDLE_TIE_EV)[0]),
         "n_images": len(neb.images),
     }
     if not converged:

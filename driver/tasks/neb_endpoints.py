@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 
 Fraction = bounded(ge=0, le=1)  # a fractional coordinate inside the cell
-NEAREST_TIE_A = 1e-6  # neighbours nearer than this to the nearest distance tie with it
+NEAREST_TIE_A = 1e-6  # distances (or moves) this close to the extreme one tie with it: the lowest index wins
 
 
 class VacancyHop(Strict):
@@ -96,7 +96,8 @@ def file_endpoints(initial: Atoms, final_file: str) -> tuple[Atoms, Atoms, dict]
         raise InputError(f"{final_file}: task.final: atoms differ from the initial structure in number or order")
     final.calc = None
     _, lengths = find_mic(final.positions - initial.positions, initial.cell, initial.pbc)
-    hop_atom = int(np.argmax(lengths))  # the atom that moves most: the hopping one
+    # The atom that moves most is the hopping one; equal moves (a concerted hop) go to the lowest index.
+    hop_atom = int(np.flatnonzero(lengths >= lengths.max() - NEAREST_TIE_A)[0])
     return initial.copy(), final, {"hop_atom": hop_atom, "hop_length_A": float(lengths[hop_atom])}
 
 

@@ -101,6 +101,18 @@ def make_phonopy(atoms: Atoms, task: PhononTask):
     return phonon
 
 
+def mean_frequency_THz(mesh: dict) -> float:
+    """Mean of the mesh's real (positive) frequencies, THz, leaving out the three acoustic modes at
+    Γ: they are zero by translational invariance, and whether round-off makes them +1e-4 or -1e-4
+    THz must not decide whether they pull the mean down."""
+    frequencies = np.asarray(mesh["frequencies"], dtype=float)
+    keep = np.ones(frequencies.shape, dtype=bool)
+    for q in np.flatnonzero(np.linalg.norm(np.asarray(mesh["qpoints"], dtype=float), axis=1) < 1e-8):
+        keep[q, np.argsort(np.abs(frequencies[q]))[:3]] = False
+    frequencies = frequencies[keep]
+    return float(np.mean(frequencies[frequencies > 0]))
+
+
 RESTART_CHUNK = 16  # displaced supercells per restart point, unless task.batch_size says otherwise
 
 
@@ -220,7 +232,7 @@ def run(context) -> dict:
         "supercell_matrix": supercell_matrix(context.atoms, task).tolist(),
         "frequencies_THz": [round(float(f), 6) for f in gamma],
         "max_frequency_THz": float(band_f.max()),
-        "mean_frequency_THz": float(np.mean(mesh["frequencies"][mesh["frequencies"] > 0])),
+        "mean_frequency_THz": mean_frequency_THz(mesh),
         "imaginary_modes": bool(imaginary),
         "imaginary_qpoints": [m.describe() for m in imaginary],
         "free_energy_300K_kJ_mol": float(thermal["free_energy"][at_300]),

@@ -159,7 +159,7 @@ def test_chgnet_band_resumes_after_sigterm(tmp_path, monkeypatch, li2o_cell):
     """A real model: CHGNet on Li2O (23 atoms), a band stopped at iteration 4 of 10 and resumed,
     against the same 10 iterations uninterrupted (both not converged: exit 1)."""
     recipe = write_recipe(tmp_path, structure={"file": str(li2o_cell)},
-                          task={"kind": "neb", "vacancy_hop": LI2O_HOP, "n_images": 3,
+                          task={"kind": "neb", "vacancy_hop": LI2O_HOP, "n_images": 3, "batched": False,
                                 "relax_endpoints": False, "fmax_eV_A": 0.001, "max_steps": 10,
                                 "checkpoint_every": 3})
     assert main(["run", str(recipe), "--out", str(tmp_path / "whole")]) == 1
