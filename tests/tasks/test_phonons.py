@@ -145,3 +145,18 @@ def test_supercell_from_minimum_length(tmp_path):
     assert main(["run", str(recipe)]) == 0
     job = json.loads((tmp_path / "out" / "summary.json").read_text())["jobs"][0]
     assert job["supercell_matrix"] == [[2, 0, 0], [0, 2, 0], [0, 0, 2]]
+
+
+def test_mean_frequency_does_not_depend_on_the_sign_of_gamma_acoustic_round_off():
+    """Γ's acoustic modes are zero up to round-off: +1e-4 or -1e-4 THz, the mean is the same,
+    and equals the mean of every other real mode."""
+    from driver.tasks.phonons import mean_frequency_THz
+
+    others = np.array([[1.5, 2.0, 2.5, 9.0, 9.5, 10.0], [-0.2, 3.0, 3.5, 8.0, 8.5, 9.0]])
+    qpoints = np.array([[0.0, 0.0, 0.0], [0.25, 0.0, 0.0], [0.5, 0.0, 0.0]])
+    means = []
+    for noise in ([1e-4, 2e-4, 3e-4], [-1e-4, 2e-4, -3e-4], [-1e-4, -2e-4, -3e-4]):
+        gamma = np.array([*noise, 12.0, 12.5, 13.0])
+        means.append(mean_frequency_THz({"qpoints": qpoints, "frequencies": np.vstack([gamma, others])}))
+    real = np.concatenate([[12.0, 12.5, 13.0], others[others > 0]])
+    assert len(set(means)) == 1 and means[0] == pytest.approx(real.mean(), rel=1e-12)
