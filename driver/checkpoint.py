@@ -26,7 +26,6 @@ from driver.errors import DriverError
 
 GROUP = "checkpoint"
 _SLOTS = ("a", "b")
-_ATOMS_ARRAYS = ("positions", "momenta", "cell")
 
 
 class CheckpointError(DriverError):

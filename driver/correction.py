@@ -48,12 +48,12 @@ class SofteningCorrection(Potential):
         return {**self.base.provenance(), "softening_scale": self.softening_scale,
                 "reference_energy_eV": self.reference_energy_eV}
 
-
-def corrected_energy_is_defined(reference, atoms) -> bool:
-    """E' = E0 + (E - E0)/s compares energies on one PES: it means something only for a structure
-    with the reference's composition (the same atoms, any positions or cell). Forces and stresses
-    (F/s, sigma/s) are defined for any structure."""
-    return sorted(reference.numbers.tolist()) == sorted(atoms.numbers.tolist())
+    def energy_is_defined(self, atoms, reference) -> bool:
+        """E' = E0 + (E - E0)/s compares energies on one PES: it means something only for a
+        structure with the reference's composition (the same atoms, any positions or cell).
+        Forces and stresses (F/s, sigma/s) are defined for any structure."""
+        same_atoms = sorted(reference.numbers.tolist()) == sorted(atoms.numbers.tolist())
+        return same_atoms and self.base.energy_is_defined(atoms, reference)
 
 
 @dataclass(frozen=True)

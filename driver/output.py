@@ -31,6 +31,7 @@ from ase import Atoms, units
 from driver import __version__
 from driver.checkpoint import Checkpointer, MDState
 from driver.errors import OutputError, first_line
+from driver.results import JobStatus
 
 UNITS = {
     "position": "Angstrom",
@@ -110,7 +111,7 @@ class H5MDWriter:
         self.trajectory = trajectory
         self._checkpointer: Checkpointer | None = None
         self.file = h5py.File(self.path, "w")
-        self.file.attrs["status"] = "running"
+        self.file.attrs["status"] = JobStatus.RUNNING.value
         self._write_header(atoms, provenance)
         particles = self.file.require_group("particles/all")
         self._series: dict[str, h5py.Group] = {}
@@ -148,7 +149,7 @@ class H5MDWriter:
         for name, group in observables.items():
             self._remember(name, group)
         self._drop_partial_frame()
-        self.file.attrs["status"] = "running"
+        self.file.attrs["status"] = JobStatus.RUNNING.value
         self.file.flush()
         return self
 
@@ -317,7 +318,7 @@ class H5MDWriter:
         self._drop_partial_frame()
         if summary_entry is not None:
             self.file.attrs["summary_entry"] = json.dumps(summary_entry)
-        self.file.attrs["status"] = status
+        self.file.attrs["status"] = str(status)
         self.file.flush()
         self.file.close()
 

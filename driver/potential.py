@@ -89,6 +89,13 @@ class Potential(ABC):
         """What a result must record about this potential (model, weights, correction)."""
         return {}
 
+    def energy_is_defined(self, atoms: Atoms, reference: Atoms) -> bool:
+        """Whether this potential's energy of `atoms` can be compared with its energy of the job's
+        `reference` structure. A model's always can; a wrapper that re-references energies (the
+        softening correction) says when it cannot, so a task asks this instead of reading the
+        wrapper's parameters."""
+        return True
+
 
 class PotentialCalculator(Calculator):
     """Any Potential as an ASE calculator. Energy and forces are computed together (every ASE

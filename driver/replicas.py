@@ -92,6 +92,9 @@ class ReplicaPotential(Potential):
     def provenance(self) -> dict[str, object]:
         return self.gate.model.provenance()
 
+    def energy_is_defined(self, atoms, reference) -> bool:
+        return self.gate.model.energy_is_defined(atoms, reference)
+
 
 def run_together(jobs: Sequence[Job], model: Potential, stress: bool,
                  run_one: Callable[[Job, Potential], None]) -> BatchGate:

@@ -3,21 +3,20 @@ task writes its own line (driver.tasks.Task.report_line) and its raw-vs-correcte
 
 from __future__ import annotations
 
-from driver.runner import SUMMARY_NAME, RunReport
+from driver.results import SUMMARY_NAME, WITH_RESULTS
+from driver.runner import RunReport
 from driver.tasks import task_for
-
-FINISHED_WITH_RESULTS = ("completed", "suspect", "not converged")
 
 
 def _job_line(kind: str, job: dict) -> str:
-    if job["status"] not in FINISHED_WITH_RESULTS:
+    if job["status"] not in WITH_RESULTS:
         return f"  {job['file']:<24} {job['status']}" + (f": {job['error']}" if job.get("error") else "")
     return task_for(kind).report_line(job)
 
 
 def _comparison_lines(kind: str, jobs: list[dict]) -> list[str]:
     """Raw vs corrected for each pair of jobs, beside what the correction predicts."""
-    by_name = {job["job"]: job for job in jobs if job["status"] in FINISHED_WITH_RESULTS}
+    by_name = {job["job"]: job for job in jobs if job["status"] in WITH_RESULTS}
     lines = []
     for name, corrected in by_name.items():
         if not name.startswith("corrected"):

@@ -16,9 +16,8 @@ import h5py
 
 from driver.errors import InputError, first_line
 from driver.recipe import Recipe
+from driver.results import FINISHED, JobStatus
 from driver.tasks import task_for
-
-FINISHED = ("completed", "suspect", "failed", "not converged")
 
 
 @dataclass
@@ -49,7 +48,7 @@ def job_on_disk(path: Path, recipe: Recipe) -> JobOnDisk:
         return JobOnDisk("run")
     try:
         with h5py.File(path, "r") as f:
-            status = str(f.attrs.get("status", "running"))
+            status = str(f.attrs.get("status", JobStatus.RUNNING))
             stored = f["parameters"].attrs.get("recipe_fingerprint") if "parameters" in f else None
             if stored is None:
                 raise InputError(f"{path}: not written by this driver's run of a recipe (no recipe_fingerprint); "

@@ -32,14 +32,13 @@ from driver.potential import Potential
 from driver.provenance import host_description, now_iso, package_versions
 from driver.recipe import Recipe
 from driver.replicas import run_together
+from driver.results import SUCCEEDED, SUMMARY_NAME, JobStatus
 from driver.resume import JobOnDisk, job_on_disk, recipe_fingerprint
 from driver.structure import load_structure
 from driver.tasks import JobContext, Prepared, Share, Task, evaluate_here, task_for
 
 log = logging.getLogger(__name__)
 
-SUMMARY_NAME = "summary.json"
-SUCCEEDED = ("completed", "suspect")  # suspect: finished, with the task's warning in its report line (exit 0)
 
 
 @dataclass
@@ -131,25 +130,24 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
         writer.append(0, 0.0, atoms, {"potential_energy": float(atoms.get_potential_energy())})
     entry = {"job": job.name, "file": path.name, "variant": job.variant,
              "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV,
-             "softening_scale": softening_scale, "status": "running"}
+             "softening_scale": softening_scale, "status": JobStatus.RUNNING}
     entries.append(entry)
     started = time.perf_counter()
-    status = "failed"
+    status = JobStatus.FAILED
     try:
         context = JobContext(job, recipe.task, potential, atoms, start.prepared, writer, out_dir, recipe.output,
                              resume, share, recipe.structure.file)
         entry.update(task.run(context))
-        status = ("not converged" if not entry.get("converged", True)
-                  else "suspect" if entry.get("suspect") else "completed")
+        status = JobStatus.of_result(entry)
     except OutputError as exc:  # disk full, quota, file-size limit: every later job would fail alike
         entry["error"] = str(exc)
-        status = "interrupted"  # not the job's fault: --resume continues it
+        status = JobStatus.INTERRUPTED  # not the job's fault: --resume continues it
         raise
     except DriverError as exc:
         entry["error"] = str(exc)
         log.error("%s failed: %s", job.name, exc)
     except KeyboardInterrupt:
-        status = "interrupted"
+        status = JobStatus.INTERRUPTED
         raise
     except Exception as exc:
         if not is_out_of_memory(exc):
@@ -301,6 +299,6 @@ def in_job_order(jobs: list[Job], entries_per_rank: list[list[dict]], others_unk
     interruption under MPI, rank 0 cannot ask the others: their jobs read `unknown` (the status
     attribute in each job's file says, and --resume reads it)."""
     by_name = {entry["job"]: entry for entries in entries_per_rank for entry in entries}
-    missing = "unknown (another rank; see the status in its file)" if others_unknown else "not run"
+    missing = JobStatus.UNKNOWN if others_unknown else JobStatus.NOT_RUN
     return [by_name.get(job.name, {"job": job.name, "file": f"{job.name}.h5", "status": missing})
             for job in jobs]

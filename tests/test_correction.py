@@ -71,3 +71,22 @@ def test_correction_file_round_trip(tmp_path):
 
 def test_inline_scale_has_no_model_check():
     SofteningScale(0.9, "recipe").check_model("anything")
+
+
+def test_corrected_energy_is_defined_only_for_the_reference_composition(rattled_si):
+    """E' = E0 + (E - E0)/s re-references energies at the job's structure: another composition has
+    no corrected energy, while the model's own energy is defined for any structure. Tasks ask the
+    potential (Potential.energy_is_defined), never the correction's parameters."""
+    from ase.calculators.emt import EMT
+
+    from driver.potential import CalculatorPotential
+
+    model = CalculatorPotential(EMT())
+    corrected = SofteningCorrection(model, 0.8, -1.0)
+    moved, smaller = rattled_si.copy(), rattled_si[:-1]
+    moved.rattle(0.1, seed=5)
+    assert model.energy_is_defined(smaller, rattled_si)
+    assert corrected.energy_is_defined(moved, rattled_si)  # any positions or cell
+    assert not corrected.energy_is_defined(smaller, rattled_si)
+    # Around another wrapper (the replica gate's view), the answer is the outermost correction's.
+    assert not SofteningCorrection(corrected, 0.9, -1.0).energy_is_defined(smaller, rattled_si)

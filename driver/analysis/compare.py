@@ -20,10 +20,9 @@ from driver.analysis.diffusion import ArrheniusFit, arrhenius_fit
 from driver.analysis.md import MDAnalysis, analyze_md, default_charges
 from driver.correction import expected_ratio, raw_temperature_equivalent
 from driver.errors import InputError, first_line
+from driver.results import SUMMARY_NAME, WITH_RESULTS
 
-SUMMARY_NAME = "summary.json"
 REPORT_NAME = "report.md"
-USABLE = ("completed", "suspect", "not converged")
 
 
 @dataclass
@@ -238,7 +237,7 @@ def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None,
     usable = []
     for job in jobs:
         path = out_dir / job.get("file", "")
-        if job.get("status") not in USABLE:
+        if job.get("status") not in WITH_RESULTS:
             comparison.notes.append(f"{job.get('job')}: skipped (status {job.get('status')})")
         elif not path.is_file():
             comparison.notes.append(f"{job.get('job')}: skipped ({path.name} missing)")

@@ -20,6 +20,7 @@ from driver.correction import expected_ratio
 from driver.errors import SimulationError
 from driver.points import PointStore, each_point
 from driver.relax import CellRelaxSpec, relax
+from driver.results import JobStatus
 from driver.schema import Bool, Strict, bounded
 from driver.structure import check_periodic
 from driver.tasks import Prepared, Task, prerelaxed
@@ -118,7 +119,7 @@ def finalize(out_dir, entries: list[dict]) -> None:
     import ase.eos
     import matplotlib.pyplot as plt
 
-    done = [e for e in entries if e["status"] == "completed"]
+    done = [e for e in entries if e["status"] == JobStatus.COMPLETED]
     if not done:
         return
     figure, axes = plt.subplots(figsize=(5, 4))

@@ -23,6 +23,7 @@ from driver.errors import SimulationError
 from driver.points import PointStore, each_point
 from driver.potential import Potential
 from driver.relax import CellRelaxSpec
+from driver.results import JobStatus
 from driver.schema import Bool, Int, Strict, bounded
 from driver.structure import check_atom_count, check_periodic
 from driver.tasks import Prepared, Share, Task, evaluate_here, prerelaxed
@@ -264,7 +265,7 @@ def finalize(out_dir, entries: list[dict]) -> None:
     """After all jobs: a picture per job, and raw and corrected overlaid where both ran."""
     from driver.tasks.phonon_plots import plot_phonons, read_phonon_results
 
-    done = {e["job"]: read_phonon_results(out_dir / e["file"]) for e in entries if e["status"] == "completed"}
+    done = {e["job"]: read_phonon_results(out_dir / e["file"]) for e in entries if e["status"] == JobStatus.COMPLETED}
     for name, data in done.items():
         plot_phonons(out_dir / f"{name}.phonons.png", [(name, data)])
         next(e for e in entries if e["job"] == name)["plot"] = f"{name}.phonons.png"

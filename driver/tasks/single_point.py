@@ -18,11 +18,11 @@ import numpy as np
 from ase import Atoms
 from pydantic import Field, ValidationInfo, field_validator
 
-from driver.correction import corrected_energy_is_defined
 from driver.errors import InputError
 from driver.labels import reference_energy, reference_forces
 from driver.points import PointStore, each_point
 from driver.potential import Property
+from driver.results import JobStatus
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import read_frames
 from driver.tasks import Task
@@ -88,14 +88,12 @@ def run(context) -> dict:
                         f"{context.job.name}: {len(frames)} frames of {path.name}",
                         lambda values: f"E {values['energies_eV'][-1]:.4f} eV")
     energies = np.concatenate([p["energies_eV"] for p in points])
-    undefined = []
-    if context.potential.provenance().get("softening_scale"):
-        undefined = [i for i, atoms in enumerate(frames) if not corrected_energy_is_defined(context.atoms, atoms)]
-        if undefined:
-            log.warning("%s: %d of %d frames have another composition than the reference structure: their "
-                        "corrected energies are undefined (stored as NaN); forces are corrected as usual",
-                        context.job.name, len(undefined), len(frames))
-            energies[undefined] = np.nan
+    undefined = [i for i, atoms in enumerate(frames) if not context.potential.energy_is_defined(atoms, context.atoms)]
+    if undefined:
+        log.warning("%s: %d of %d frames have another composition than the reference structure: their "
+                    "corrected energies are undefined (stored as NaN); forces are corrected as usual",
+                    context.job.name, len(undefined), len(frames))
+        energies[undefined] = np.nan
     forces = np.concatenate([p["forces_eV_A"] for p in points])
     n_atoms = np.array([len(atoms) for atoms in frames])
     arrays = {"energies_eV": energies, "forces_eV_A": forces, "n_atoms": n_atoms}
@@ -141,7 +139,7 @@ def errors_against_labels(energies: np.ndarray, forces: np.ndarray, n_atoms: np.
 
 def finalize(out_dir: Path, entries: list[dict]) -> None:
     """A parity plot of model against reference forces (every labelled job overlaid): parity.png."""
-    labelled = [e for e in entries if e["status"] == "completed" and e.get("reference_forces_frames")]
+    labelled = [e for e in entries if e["status"] == JobStatus.COMPLETED and e.get("reference_forces_frames")]
     if not labelled:
         return
     import matplotlib
