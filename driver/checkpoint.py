@@ -2,7 +2,7 @@
 
 The state is what the next step needs and nothing else can give back: positions, momenta, cell,
 the step count, the integrator's thermostat/barostat variables and its random-number generator.
-The integrator's variables are named per ASE integrator class in INTEGRATOR_STATE (everything
+The integrator's variables are named per ensemble in driver.ensembles.ENSEMBLES (everything
 else it holds is rebuilt from the recipe when the job resumes); a name ASE no longer has is an
 error at the first checkpoint, never a variable skipped in silence, and tests/test_checkpoint.py
 fails when an integrator gains a variable that changes as it runs and is not listed.
@@ -22,6 +22,7 @@ import numpy as np
 from ase import Atoms
 from ase.md.md import MolecularDynamics
 
+from driver.ensembles import of_integrator
 from driver.errors import DriverError
 
 GROUP = "checkpoint"
@@ -45,26 +46,12 @@ class MDState:
     rng: dict | None = None  # numpy bit-generator state
 
 
-# ASE integrator class -> the attributes (dotted through the objects it owns) that change as it
-# runs. Constants derived from the recipe (time step, masses, damping, target kT) are not state.
-INTEGRATOR_STATE: dict[str, tuple[str, ...]] = {
-    "VelocityVerlet": (),
-    "Langevin": (),  # v, rnd_pos, rnd_vel are drawn afresh in every step; the RNG is the state
-    "NoseHooverChainNVT": ("_q", "_p", "_thermostat._eta", "_thermostat._p_eta"),
-    "Bussi": ("transferred_energy",),
-    "NPTBerendsen": (),
-    "IsotropicMTKNPT": ("_q", "_p", "_eps", "_p_eps", "_cell0", "_volume0", "_thermostat._eta",
-                        "_thermostat._p_eta", "_barostat._xi", "_barostat._p_xi"),
-    "MTKNPT": ("_q", "_p", "_h", "_p_g", "_thermostat._eta", "_thermostat._p_eta", "_barostat._xi",
-               "_barostat._p_xi"),
-}
-
-
 def state_fields(integrator: MolecularDynamics) -> tuple[str, ...]:
-    name = type(integrator).__name__
-    if name not in INTEGRATOR_STATE:
-        raise CheckpointError(f"no checkpoint layout for ASE integrator {name}; add it to INTEGRATOR_STATE")
-    return INTEGRATOR_STATE[name]
+    ensemble = of_integrator(integrator)
+    if ensemble is None:
+        raise CheckpointError(f"no checkpoint layout for ASE integrator {type(integrator).__name__}; "
+                              "add its ensemble to driver.ensembles.ENSEMBLES")
+    return ensemble.state_fields
 
 
 def _owner_and_name(integrator: MolecularDynamics, key: str) -> tuple[object, str]:
@@ -81,7 +68,7 @@ def _read_field(integrator: MolecularDynamics, key: str) -> np.ndarray:
         value = getattr(owner, name)
     except AttributeError:
         raise CheckpointError(f"{type(integrator).__name__} has no attribute {key!r} (renamed in this ASE "
-                              "version?); update driver.checkpoint.INTEGRATOR_STATE") from None
+                              "version?); update driver.ensembles.ENSEMBLES") from None
     return np.array(value, dtype=np.float64)
 
 

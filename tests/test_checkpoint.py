@@ -1,5 +1,5 @@
-"""MD checkpoints name each ASE integrator's state (driver.checkpoint.INTEGRATOR_STATE): a field
-ASE renames is an error, and a new field that changes as the integrator runs fails here."""
+"""MD checkpoints name each ensemble's integrator state (driver.ensembles.ENSEMBLES): a field ASE
+renames is an error, and a new field that changes as the integrator runs fails here."""
 
 from __future__ import annotations
 
@@ -8,10 +8,16 @@ import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
 
-from driver.checkpoint import INTEGRATOR_STATE, CheckpointError, capture, restore_integrator
+import dataclasses
+from typing import get_args
+
+from driver.checkpoint import CheckpointError, capture, restore_integrator
+from driver.ensembles import ENSEMBLES, EnsembleName, of_integrator
 from driver.tasks.md import MDTask, initialize_velocities, make_integrator
 
-ENSEMBLES = ["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk", "npt_mtk_aniso"]
+
+def test_the_recipe_offers_exactly_the_table_s_ensembles():
+    assert set(get_args(EnsembleName)) == set(ENSEMBLES)
 
 
 def _integrator(ensemble: str):
@@ -34,23 +40,26 @@ def _float_state(obj, prefix="", depth=0) -> dict[str, np.ndarray]:
     return found
 
 
-@pytest.mark.parametrize("ensemble", ENSEMBLES)
+@pytest.mark.parametrize("ensemble", list(ENSEMBLES))
 def test_named_fields_exist_and_cover_what_changes(ensemble):
     atoms, integrator = _integrator(ensemble)
-    assert type(integrator).__name__ in INTEGRATOR_STATE
+    assert of_integrator(integrator) is ENSEMBLES[ensemble]  # built as the table says
+    cell = atoms.cell[:].copy()
     before = _float_state(integrator)  # built, not yet stepped: what a resumed run rebuilds
     capture(atoms, integrator, 0)  # every named field readable
     integrator.run(3)
     after = _float_state(integrator)
+    assert ENSEMBLES[ensemble].moves_cell == (not np.array_equal(atoms.cell[:], cell))  # what NPT rules read
     changed = {k for k in before if k in after and not np.array_equal(before[k], after[k])}
-    named = set(INTEGRATOR_STATE[type(integrator).__name__])
+    named = set(ENSEMBLES[ensemble].state_fields)
     assert changed <= named, f"state that changes but is not checkpointed: {sorted(changed - named)}"
     assert named <= set(before), f"named fields a fresh {type(integrator).__name__} lacks: {sorted(named - set(before))}"
 
 
 def test_a_renamed_field_is_an_error_not_a_silent_skip(monkeypatch):
     atoms, integrator = _integrator("nvt_bussi")
-    monkeypatch.setitem(INTEGRATOR_STATE, "Bussi", ("transferred_energy", "renamed_in_a_later_ase"))
+    renamed = dataclasses.replace(ENSEMBLES["nvt_bussi"], state_fields=("transferred_energy", "renamed_in_a_later_ase"))
+    monkeypatch.setitem(ENSEMBLES, "nvt_bussi", renamed)
     with pytest.raises(CheckpointError, match="renamed_in_a_later_ase"):
         capture(atoms, integrator, 0)
 

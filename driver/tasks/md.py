@@ -21,6 +21,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from driver import interrupt
 from driver.checkpoint import MDState, capture, read_latest, restore_atoms, restore_integrator
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
+from driver.ensembles import ENSEMBLES, EnsembleName
 from driver.errors import InputError, OutputError, SimulationError
 from driver.jobs import Job
 from driver.output import H5MDWriter
@@ -45,16 +46,13 @@ log = logging.getLogger(__name__)
 
 MAX_TIMESTEP_FS = 10.0
 
-Ensemble = Literal["nve", "nvt_langevin", "nvt_nose_hoover", "nvt_bussi", "npt_berendsen", "npt_mtk",
-                   "npt_mtk_aniso"]
-
 
 class MDTask(Strict):
     """Molecular dynamics with one of ASE's integrators; one job per temperature, or one job
     following a temperature schedule (driver.tasks.md_schedule)."""
 
     kind: Literal["md"]
-    ensemble: Ensemble = "nvt_langevin"
+    ensemble: EnsembleName = "nvt_langevin"
     timestep_fs: bounded(gt=0, le=MAX_TIMESTEP_FS, unit="fs", warn_above=5,
                          why="most integrators lose energy conservation above ~5 fs, sooner with H or Li")
     steps: bounded(int, ge=1, le=10**9)
@@ -123,8 +121,9 @@ class MDTask(Strict):
 
 def _check_schedule(schedule: Schedule, fields: dict) -> None:
     """`fields`: the task's fields declared before temperature_K (absent where they were invalid)."""
-    if fields.get("ensemble") == "nve":
-        raise ValueError("a schedule needs a thermostat; ensemble nve has none "
+    ensemble = fields.get("ensemble")
+    if ensemble in ENSEMBLES and ENSEMBLES[ensemble].set_target is None:
+        raise ValueError(f"a schedule needs a thermostat; ensemble {ensemble} has none "
                          "(temperature_K only draws its starting velocities there)")
     steps = fields.get("steps")
     if steps is not None and schedule.last_step > steps:
@@ -138,65 +137,12 @@ def initialize_velocities(atoms: Atoms, temperature_K: float, seed: int) -> None
     Stationary(atoms)
 
 
-def _fix_center_of_mass(atoms: Atoms) -> None:
-    from ase.constraints import FixCom
-
-    if not any(isinstance(c, FixCom) for c in atoms.constraints):
-        atoms.set_constraint([*atoms.constraints, FixCom()])
-
-
 def make_integrator(atoms: Atoms, task: MDTask, temperature_K: float, seed: int) -> MolecularDynamics:
     """The ASE integrator for the task's ensemble, in a world of one (driver.parallel.serial_comm)."""
-    integrator = _ensemble_integrator(atoms, task, temperature_K, seed)
+    # Stochastic integrators draw from their own seeded RNG.
+    integrator = ENSEMBLES[task.ensemble].build(atoms, task, temperature_K, np.random.default_rng(seed + 1))
     integrator.comm = serial_comm()  # not every ASE integrator takes `comm` as an argument
     return integrator
-
-
-def _ensemble_integrator(atoms: Atoms, task: MDTask, temperature_K: float, seed: int) -> MolecularDynamics:
-    """Stochastic integrators draw from their own seeded RNG."""
-    dt = task.timestep_fs * units.fs
-    rng = np.random.default_rng(seed + 1)
-    if task.ensemble == "nve":
-        from ase.md.verlet import VelocityVerlet
-
-        return VelocityVerlet(atoms, timestep=dt)
-    if task.ensemble == "nvt_langevin":
-        from ase.md.langevin import Langevin
-
-        # fixcm=True biases the NVT distribution; ASE's recommendation is FixCom instead.
-        _fix_center_of_mass(atoms)
-        return Langevin(atoms, timestep=dt, temperature_K=temperature_K,
-                        friction=task.friction_per_fs / units.fs, fixcm=False, rng=rng)
-    if task.ensemble == "nvt_nose_hoover":
-        from ase.md.nose_hoover_chain import NoseHooverChainNVT
-
-        return NoseHooverChainNVT(atoms, timestep=dt, temperature_K=temperature_K,
-                                  tdamp=task.tdamp_fs * units.fs)
-    if task.ensemble == "nvt_bussi":
-        from ase.md.bussi import Bussi
-
-        return Bussi(atoms, timestep=dt, temperature_K=temperature_K,
-                     taut=task.tdamp_fs * units.fs, rng=rng)
-    if task.ensemble == "npt_berendsen":
-        from ase.md.nptberendsen import NPTBerendsen
-
-        return NPTBerendsen(atoms, timestep=dt, temperature_K=temperature_K,
-                            pressure_au=task.pressure_GPa * units.GPa, taut=task.tdamp_fs * units.fs,
-                            taup=task.pdamp_fs * units.fs,
-                            compressibility_au=task.compressibility_per_GPa / units.GPa)
-    if task.ensemble == "npt_mtk":
-        from ase.md.nose_hoover_chain import IsotropicMTKNPT
-
-        return IsotropicMTKNPT(atoms, timestep=dt, temperature_K=temperature_K,
-                               pressure_au=task.pressure_GPa * units.GPa,
-                               tdamp=task.tdamp_fs * units.fs, pdamp=task.pdamp_fs * units.fs)
-    if task.ensemble == "npt_mtk_aniso":
-        from ase.md.nose_hoover_chain import MTKNPT
-
-        # All nine cell components move: triclinic cells relax shape as well as volume.
-        return MTKNPT(atoms, timestep=dt, temperature_K=temperature_K, pressure_au=task.pressure_GPa * units.GPa,
-                      tdamp=task.tdamp_fs * units.fs, pdamp=task.pdamp_fs * units.fs)
-    raise ValueError(f"unknown ensemble {task.ensemble!r}")
 
 
 def explosion(atoms: Atoms, values: dict[str, float], step: int, target_K: float, task: MDTask) -> str | None:
@@ -295,7 +241,7 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float | Schedule, writer: 
         start_positions = atoms.get_positions()
     if schedule.varies:
         set_target_temperature(integrator, schedule.at(integrator.nsteps))
-    with_cell = task.ensemble.startswith("npt")
+    with_cell = ENSEMBLES[task.ensemble].moves_cell
     saved_step = [resume.step if resume is not None else -1]
     progress = Progress(log, label, task.steps, start=integrator.nsteps)
 
@@ -356,12 +302,12 @@ class MDTaskKind(Task):
 
     def check(self, spec: MDTask, atoms: Atoms, structure: StructureSpec) -> None:
         super().check(spec, atoms, structure)
-        if spec.ensemble.startswith("npt") and not atoms.pbc.all():
+        if ENSEMBLES[spec.ensemble].moves_cell and not atoms.pbc.all():
             raise InputError(f"task.ensemble: {spec.ensemble} changes the cell under pressure; the structure is "
                              f"not periodic in all three directions (pbc {atoms.pbc.tolist()})")
 
     def needs_stress(self, spec: MDTask) -> bool:
-        return spec.ensemble.startswith("npt")
+        return ENSEMBLES[spec.ensemble].moves_cell
 
     def resume_state(self, file, spec: MDTask) -> MDState | None:
         """The newest valid checkpoint: MD continues exactly from it."""

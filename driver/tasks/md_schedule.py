@@ -10,14 +10,13 @@ uninterrupted run has them; only the target kT follows the schedule.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from ase import units
 from ase.md.md import MolecularDynamics
 from pydantic import ValidationError, ValidationInfo, field_validator
 
+from driver.ensembles import of_integrator
 from driver.errors import SimulationError
 from driver.schema import Float, Int, Strict, bounded
 
@@ -127,44 +126,9 @@ class Schedule:
         return "T" + "-".join(f"{k:g}" for k in shape) + "K"
 
 
-def _set(owner: object, dotted: str, value: float) -> None:
-    *path, name = dotted.split(".")
-    for part in path:
-        owner = getattr(owner, part)
-    if not hasattr(owner, name):
-        raise SimulationError(f"{type(owner).__name__} has no attribute {name!r} (renamed in this ASE version?); "
-                              "update driver.tasks.md_schedule.TARGET_SETTERS")
-    setattr(owner, name, value)
-
-
-def _kT(*dotted: str) -> Callable[[MolecularDynamics, float], None]:
-    """Set kT (eV) on the named attributes: ASE's Nose-Hoover and MTK classes keep no setter."""
-    def setter(integrator: MolecularDynamics, kelvin: float) -> None:
-        for name in dotted:
-            _set(integrator, name, units.kB * kelvin)
-    return setter
-
-
-def _bussi(integrator: MolecularDynamics, kelvin: float) -> None:
-    _set(integrator, "temp", units.kB * kelvin)
-    _set(integrator, "target_kinetic_energy", 0.5 * integrator.temp * integrator.ndof)
-
-
-_MTK = _kT("_kT", "_thermostat._kT", "_barostat._kT")
-
-# ASE integrator class -> how to move its target temperature (checked against ASE 3.29).
-TARGET_SETTERS: dict[str, Callable[[MolecularDynamics, float], None]] = {
-    "Langevin": lambda integrator, kelvin: integrator.set_temperature(temperature_K=kelvin),
-    "NPTBerendsen": lambda integrator, kelvin: integrator.set_temperature(temperature_K=kelvin),
-    "Bussi": _bussi,
-    "NoseHooverChainNVT": _kT("_thermostat._kT"),
-    "IsotropicMTKNPT": _MTK,
-    "MTKNPT": _MTK,
-}
-
-
 def set_target_temperature(integrator: MolecularDynamics, kelvin: float) -> None:
-    name = type(integrator).__name__
-    if name not in TARGET_SETTERS:
-        raise SimulationError(f"{name} has no thermostat target to schedule; add it to TARGET_SETTERS")
-    TARGET_SETTERS[name](integrator, kelvin)
+    ensemble = of_integrator(integrator)
+    if ensemble is None or ensemble.set_target is None:
+        raise SimulationError(f"{type(integrator).__name__} has no thermostat target to schedule "
+                              "(driver.ensembles.ENSEMBLES)")
+    ensemble.set_target(integrator, kelvin)
