@@ -3,13 +3,13 @@ renames is an error, and a new field that changes as the integrator runs fails h
 
 from __future__ import annotations
 
+import dataclasses
+from typing import get_args
+
 import numpy as np
 import pytest
 from ase.build import bulk
 from ase.calculators.emt import EMT
-
-import dataclasses
-from typing import get_args
 
 from driver.checkpoint import CheckpointError, capture, restore_integrator
 from driver.ensembles import ENSEMBLES, EnsembleName, of_integrator
