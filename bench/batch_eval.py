@@ -31,7 +31,7 @@ from ase.build import bulk
 
 from driver.models import load_model
 from driver.potential import PROPERTIES
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
 
 N_STRUCTURES = 16
 WARMUP = 2

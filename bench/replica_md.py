@@ -19,7 +19,8 @@ from common import interleaved_medians, machine_record, save_result, specs, warn
 
 import driver.runner
 from driver.models import load_model
-from driver.recipe import ModelSpec, Recipe
+from driver.recipe import Recipe
+from driver.specs import ModelSpec
 from tests.conftest import SI_CIF
 
 

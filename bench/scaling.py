@@ -43,7 +43,7 @@ from ase.md.verlet import VelocityVerlet
 
 from driver.errors import InputError
 from driver.models import load_model
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
 
 CPU_REPEATS = [2, 3, 4, 5, 8]
 CUDA_REPEATS = [2, 4, 5, 8, 10, 12, 14, 16, 18, 20, 23]  # up to 97,336 atoms

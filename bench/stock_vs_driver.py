@@ -40,8 +40,9 @@ from ase.md.velocitydistribution import MaxwellBoltzmannDistribution, Stationary
 from ase.md.verlet import VelocityVerlet
 
 from driver.models import load_model
-from driver.recipe import ModelSpec, parse_recipe
+from driver.recipe import parse_recipe
 from driver.runner import run_recipe
+from driver.specs import ModelSpec
 from driver.structure import load_structure
 from tests.conftest import M3GNET_NAME, MEDIUM_MACE_DESCRIPTION, build_medium_mace
 

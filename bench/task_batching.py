@@ -22,7 +22,7 @@ from common import print_family_table, ROOT, interleaved_medians, machine_record
 from ase.io import read
 
 from driver.models import load_model
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
 from driver.tasks.neb import NEBTask, build_band
 from driver.tasks.neb_endpoints import VacancyHop, vacancy_hop_endpoints
 from driver.tasks.phonons import PhononTask, make_phonopy, to_ase

@@ -36,8 +36,9 @@ from ase.md.langevin import Langevin
 from ase.md.velocitydistribution import MaxwellBoltzmannDistribution
 
 from driver.models import load_model
-from driver.recipe import ModelSpec, parse_recipe
+from driver.recipe import parse_recipe
 from driver.runner import run_recipe
+from driver.specs import ModelSpec
 from driver.structure import load_structure
 from tests.conftest import MEDIUM_MACE_DESCRIPTION, build_medium_mace
 

@@ -20,9 +20,8 @@ EXIT_INTERRUPTED = 130
 
 
 def _cmd_validate(args: argparse.Namespace) -> int:
-    from driver.jobs import plan_jobs
     from driver.recipe import load_recipe
-    from driver.runner import check_inputs
+    from driver.runner import check_inputs, plan_jobs
 
     for path in args.recipes:
         recipe, _ = load_recipe(path)
@@ -107,8 +106,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
 def _cmd_sample(args: argparse.Namespace) -> int:
     from driver.models import load_model
-    from driver.recipe import StructureSpec
     from driver.sample import check_options, sample, write_candidates
+    from driver.specs import StructureSpec
     from driver.structure import load_structure
 
     check_options(args.rattle, args.md_temperature, args.timestep_fs)
@@ -164,7 +163,7 @@ def _refuse_existing(path: Path, overwrite: bool) -> None:
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
-    from driver.models.registry import family_names
+    from driver.registry import family_names
 
     names = family_names()
     parser.add_argument("--model", required=True, help=f"{' | '.join(names)}, or a checkpoint path")

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driver.errors import InputError
-from driver.fit.trust import Trust, read_trust
 from driver.potential import ENERGY_FORCES, Potential, Results
 from driver.provenance import sha256_of_path
+from driver.specs import MAX_SOFTENING_SCALE
+from driver.trust import Trust, read_trust
 from driver.yaml_guard import load_yaml_file
 
 if TYPE_CHECKING:
-    from driver.recipe import CorrectionSpec, ModelSpec
+    from driver.specs import CorrectionSpec, ModelSpec
 
 
 class SofteningCorrection(Potential):
@@ -92,7 +93,6 @@ class SofteningScale:
             )
 
 
-MAX_SOFTENING_SCALE = 5.0  # as the recipe's correction.scale (driver.recipe.CorrectionSpec)
 
 
 def read_correction_file(path: str | Path, model: ModelSpec | None = None) -> SofteningScale:

@@ -1,12 +1,9 @@
-"""Jobs of a run: each task kind plans them (driver.tasks); variants are raw and/or corrected."""
+"""A job of a run: one variant (raw or corrected) of the task, at one temperature where the task
+has several. Each task kind plans its jobs (driver.tasks.Task.plan); the runner asks it."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from driver.recipe import Recipe
 
 
 @dataclass(frozen=True)
@@ -14,15 +11,3 @@ class Job:
     name: str
     variant: str  # "raw" or "corrected"
     temperature_K: float | None = None
-
-
-def variants(recipe: Recipe) -> list[str]:
-    if recipe.correction is None:
-        return ["raw"]
-    return ["raw", "corrected"] if recipe.compare else ["corrected"]
-
-
-def plan_jobs(recipe: Recipe) -> list[Job]:
-    from driver.tasks import task_for
-
-    return task_for(recipe.task.kind).plan(recipe.task, variants(recipe))

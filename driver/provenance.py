@@ -14,7 +14,7 @@ CORE_PACKAGES = ("umlip-driver", "ase", "torch", "numpy", "h5py", "pydantic", "p
 
 def tracked_packages() -> tuple[str, ...]:
     """The driver's own stack and every registered model family's (its registry entry)."""
-    from driver.models.registry import families
+    from driver.registry import families
 
     names = list(CORE_PACKAGES)
     for entry in families().values():

@@ -24,7 +24,7 @@ from driver.errors import (
     first_line,
     is_out_of_memory,
 )
-from driver.jobs import Job, plan_jobs
+from driver.jobs import Job
 from driver.models import load_model
 from driver.output import H5MDWriter
 from driver.parallel import World
@@ -51,6 +51,16 @@ class RunReport:
     @property
     def failed(self) -> list[dict]:
         return [job for job in self.jobs if job["status"] not in SUCCEEDED]
+
+
+def variants(recipe: Recipe) -> list[str]:
+    if recipe.correction is None:
+        return ["raw"]
+    return ["raw", "corrected"] if recipe.compare else ["corrected"]
+
+
+def plan_jobs(recipe: Recipe) -> list[Job]:
+    return task_for(recipe.task.kind).plan(recipe.task, variants(recipe))
 
 
 def output_directory(recipe: Recipe, override: str | None) -> Path:

@@ -13,7 +13,7 @@ from ase.io import read
 from driver.errors import InputError, first_line
 
 if TYPE_CHECKING:
-    from driver.recipe import StructureSpec
+    from driver.specs import StructureSpec
 
 
 def read_with_ase(path, index, what: str):
@@ -36,7 +36,7 @@ def read_frames(path: str | Path, index: str | int, what: str) -> Atoms | list[A
     path = Path(path)
     if path.suffix.lower() not in H5MD_SUFFIXES or not h5py.is_hdf5(path):
         return read_with_ase(path, index, what)
-    from driver.analysis.trajectory import read_trajectory
+    from driver.trajectory import read_trajectory
 
     trajectory = read_trajectory(path)
     numbers = range(len(trajectory.positions_A))

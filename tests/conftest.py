@@ -43,7 +43,7 @@ def _no_downloads(monkeypatch):
 @pytest.fixture
 def emt_family():
     """The EMT family (tests/models/emt_family.py) registered for one test: recipes can name it."""
-    from driver.models.registry import register, unregister
+    from driver.registry import register, unregister
     from tests.models.emt_family import FAMILY
 
     register(FAMILY)
@@ -101,7 +101,7 @@ def small_mace_path(tmp_path_factory) -> Path:
 
 def _load(spec_fields: dict):
     from driver.models import load_model
-    from driver.recipe import ModelSpec
+    from driver.specs import ModelSpec
 
     return load_model(ModelSpec(**spec_fields))
 

@@ -7,7 +7,7 @@ import pytest
 
 from driver.correction import SofteningCorrection, SofteningScale, read_correction_file
 from driver.errors import InputError
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
 from tests.conftest import energy_forces_stress
 
 SCALE = 0.8

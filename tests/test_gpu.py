@@ -18,7 +18,7 @@ import torch
 from driver.correction import SofteningCorrection
 from driver.models import load_model
 from driver.potential import PROPERTIES
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
 from tests.conftest import M3GNET_NAME, SHARED_MODELS, energy_forces_stress
 
 pytestmark = pytest.mark.gpu

@@ -19,7 +19,7 @@ from driver.points import resume_state
 from tests.conftest import ROOT, write_recipe
 from tests.sigkill import sigkill_once_stored
 
-CLI = ("import sys; from driver.models.registry import register; "
+CLI = ("import sys; from driver.registry import register; "
        "from tests.models.emt_family import FAMILY, SLOW_FAMILY; register(FAMILY); register(SLOW_FAMILY); "
        "from driver.cli import main; sys.exit(main(sys.argv[1:]))")
 

@@ -25,8 +25,9 @@ import driver.runner  # noqa: E402
 from driver.correction import SofteningCorrection  # noqa: E402
 from driver.models import load_model  # noqa: E402
 from driver.potential import ENERGY_FORCES, PROPERTIES  # noqa: E402
-from driver.recipe import ModelSpec, load_recipe  # noqa: E402
+from driver.recipe import load_recipe  # noqa: E402
 from driver.runner import run_recipe  # noqa: E402
+from driver.specs import ModelSpec  # noqa: E402
 
 DRIVER_VERSION = driver.__version__
 SI_CIF = ROOT / "recipes" / "structures" / "Si_diamond.cif"

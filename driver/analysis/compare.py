@@ -231,7 +231,7 @@ def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None,
     out_dir = Path(out_dir)
     jobs = _load_summary(out_dir)
     comparison = Comparison(out_dir)
-    from driver.fit.trust import summary_trust_lines
+    from driver.trust import summary_trust_lines
 
     comparison.correction_trust = summary_trust_lines(json.loads((out_dir / SUMMARY_NAME).read_text()))
     usable = []

@@ -17,7 +17,7 @@ from driver.analysis.diffusion import (
     unwrap,
 )
 from driver.analysis.rdf import rdf
-from driver.analysis.trajectory import Trajectory, read_trajectory
+from driver.trajectory import Trajectory, read_trajectory
 
 
 @dataclass

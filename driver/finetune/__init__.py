@@ -25,9 +25,9 @@ from driver.errors import InputError
 from driver.labels import LabelledStructure
 from driver.models import ModelPotential, load_model
 from driver.models.device import resolve_device
-from driver.models.registry import family
 from driver.provenance import now_iso, package_versions, sha256_of_path
-from driver.recipe import ModelSpec
+from driver.registry import family
+from driver.specs import ModelSpec
 
 MIN_FOR_VALIDATION = 4
 

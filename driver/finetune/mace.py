@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING
 from driver.errors import SimulationError
 from driver.labels import LabelledStructure
 from driver.models import ModelPotential
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
 
 if TYPE_CHECKING:
     from driver.finetune import TrainSettings

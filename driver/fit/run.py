@@ -10,11 +10,11 @@ import yaml
 
 from driver.errors import InputError
 from driver.fit.statistics import FitStatistics, fit_statistics, plain_data
-from driver.fit.trust import trust_block
 from driver.labels import LabelledStructure, files_sha256, read_labels
 from driver.models import ModelPotential, load_model
 from driver.provenance import now_iso, package_versions
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
+from driver.trust import trust_block
 
 
 def evaluate(model: ModelPotential, structures: Sequence[LabelledStructure]) -> tuple[list[np.ndarray], list[float]]:

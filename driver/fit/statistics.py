@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from driver.fit import validation
-from driver.fit.trust import refusal_reasons
+from driver.trust import refusal_reasons
 
 # Below these the fit is reported as untrustworthy; each is explained in the warning itself.
 MIN_COMPONENTS = 150

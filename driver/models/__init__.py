@@ -1,6 +1,6 @@
 """Models: a recipe's `model:` block becomes a ModelPotential (driver.potential) and its provenance.
 
-Each family is one module with one registry entry (driver.models.registry), imported when the
+Each family is one module with one registry entry (driver.registry), imported when the
 registry is first read; the family's library itself is imported only when a model loads:
 importing mace changes torch's loading defaults for the whole process, and each library takes
 seconds to import.
@@ -22,9 +22,9 @@ from ase.calculators.calculator import Calculator
 
 from driver.errors import DriverError, InputError, ResourceError, first_line, is_out_of_memory
 from driver.models.device import resolve_device
-from driver.models.registry import ModelFamily, family
 from driver.potential import ENERGY_FORCES, CalculatorPotential, Results, check_properties
-from driver.recipe import ModelSpec
+from driver.registry import ModelFamily, family
+from driver.specs import ModelSpec
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ import importlib.util
 import os
 
 from driver.models import MODELS_DIR_ENV
-from driver.models.registry import families
+from driver.registry import families
 
 
 def describe_models() -> str:

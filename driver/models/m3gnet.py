@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from driver.errors import InputError, first_line, is_out_of_memory
-from driver.models.registry import ModelFamily
 from driver.provenance import sha256_of_path
+from driver.registry import ModelFamily
 
 if TYPE_CHECKING:
-    from driver.recipe import ModelSpec
+    from driver.specs import ModelSpec
 
 DEFAULT_NAME = "M3GNet-MP-2021.2.8-PES"
 MATGL_FILES = ("model.json", "model.pt", "state.pt")

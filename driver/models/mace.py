@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driver.errors import InputError, first_line, is_out_of_memory
-from driver.models.registry import ModelFamily
 from driver.provenance import sha256_of_path
+from driver.registry import ModelFamily
 
 if TYPE_CHECKING:
-    from driver.recipe import ModelSpec
+    from driver.specs import ModelSpec
 
 DEFAULT_SIZE = "medium"
 

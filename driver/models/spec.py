@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from driver.errors import InputError
-from driver.models.registry import families, family_names
-from driver.recipe import ModelSpec
+from driver.registry import families, family_names
+from driver.specs import ModelSpec
 
 
 def family_of_checkpoint(path: Path) -> str:

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
     from driver.output import H5MDWriter
     from driver.potential import Potential
-    from driver.recipe import OutputSpec, StructureSpec
+    from driver.specs import OutputSpec, StructureSpec
 
 TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb", "driver.tasks.relax",
                 "driver.tasks.eos", "driver.tasks.elastic", "driver.tasks.single_point")

@@ -26,7 +26,7 @@ from driver.structure import check_periodic
 from driver.tasks import Prepared, Task, prerelaxed
 
 if TYPE_CHECKING:
-    from driver.recipe import StructureSpec
+    from driver.specs import StructureSpec
 
 log = logging.getLogger(__name__)
 

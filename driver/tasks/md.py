@@ -40,7 +40,7 @@ from driver.tasks.md_schedule import (
 )
 
 if TYPE_CHECKING:
-    from driver.recipe import StructureSpec
+    from driver.specs import StructureSpec
 
 log = logging.getLogger(__name__)
 

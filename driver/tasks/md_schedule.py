@@ -19,6 +19,7 @@ from pydantic import ValidationError, ValidationInfo, field_validator
 from driver.ensembles import of_integrator
 from driver.errors import SimulationError
 from driver.schema import Float, Int, Strict, bounded
+from driver.schema_errors import describe_error
 
 MAX_TEMPERATURE_K = 1e5
 Kelvin = bounded(gt=0, le=MAX_TEMPERATURE_K, unit="K")
@@ -79,8 +80,6 @@ ScheduleSpec = TemperatureRamp | TemperaturePoints
 def parse_schedule(value: dict) -> ScheduleSpec:
     """A mapping under temperature_K as a ramp or breakpoints, its errors as one phrase (not one per
     form that temperature_K also accepts)."""
-    from driver.recipe import _describe  # the recipe's wording for every field error
-
     form = TemperaturePoints if "schedule" in value else TemperatureRamp
     try:
         return form.model_validate(value)
@@ -89,7 +88,7 @@ def parse_schedule(value: dict) -> ScheduleSpec:
         loc = first["loc"]
         if form is TemperaturePoints and len(loc) == 3:  # ("schedule", point index, 0 step / 1 K)
             first = {**first, "loc": (f"schedule point {loc[1] + 1} {('step', 'temperature')[loc[2]]}",)}
-        raise ValueError(("ramp " if form is TemperatureRamp else "") + _describe(first)) from None
+        raise ValueError(("ramp " if form is TemperatureRamp else "") + describe_error(first)) from None
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,7 @@ from driver.tasks.neb_endpoints import InterstitialHop, VacancyHop, build_endpoi
 from driver.tasks.neb_sanity import hop_atom_shift, suspect_reasons
 
 if TYPE_CHECKING:
-    from driver.recipe import StructureSpec
+    from driver.specs import StructureSpec
 
 log = logging.getLogger(__name__)
 

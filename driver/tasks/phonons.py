@@ -29,7 +29,7 @@ from driver.structure import check_atom_count, check_periodic
 from driver.tasks import Prepared, Share, Task, evaluate_here, prerelaxed
 
 if TYPE_CHECKING:
-    from driver.recipe import StructureSpec
+    from driver.specs import StructureSpec
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from driver.structure import read_frames
 from driver.tasks import Task
 
 if TYPE_CHECKING:
-    from driver.recipe import StructureSpec
+    from driver.specs import StructureSpec
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from driver.errors import InputError
 from driver.finetune import FinetuneReport, finetune, split
 from driver.labels import read_labels
 from driver.models import load_model
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
 from tests.conftest import SHARED
 
 SI_LABELS = SHARED / "data" / "si_rare_events_pbe.extxyz"

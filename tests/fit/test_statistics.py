@@ -1,5 +1,5 @@
 """The fit's validation, regime and refusal numbers on synthetic force arrays: exact identities and
-direct numpy, no model (driver/fit/validation.py, driver/fit/trust.py)."""
+direct numpy, no model (driver/fit/validation.py, driver/trust.py)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from driver.fit import validation
 from driver.fit.statistics import fit_statistics
-from driver.fit.trust import (
+from driver.trust import (
     REFUSE_R_SQUARED,
     UNTRUSTED,
     WARNED,

@@ -1,12 +1,12 @@
 """A model family in one module, as a new uMLIP would be added: ASE's EMT (Cu, Al, Ni, Pd, Ag,
 Pt, Au), cheap enough to run every layer of the driver in a fraction of a second per step.
-Registered by the tests that use it (driver.models.registry.register)."""
+Registered by the tests that use it (driver.registry.register)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from driver.models.registry import ModelFamily
+from driver.registry import ModelFamily
 
 
 def load(spec, device: str, models_dirs: list[Path]):

@@ -115,8 +115,8 @@ def test_batching_auto_times_both_ways_once_and_keeps_the_faster(batch_pays, cap
     from ase.calculators.emt import EMT
 
     from driver.models import LoadedWeights, ModelPotential
-    from driver.models.registry import ModelFamily
     from driver.potential import Results
+    from driver.registry import ModelFamily
 
     calls = []
 

@@ -9,7 +9,7 @@ import torch
 from driver.errors import InputError
 from driver.models import load_model
 from driver.models.device import resolve_device
-from driver.recipe import ModelSpec
+from driver.specs import ModelSpec
 from tests.conftest import energy_forces_stress
 
 
@@ -158,14 +158,14 @@ def test_a_corrupt_matgl_model_keeps_the_library_message(tmp_path, shared_models
 
 def test_out_of_memory_while_loading_is_a_resource_error(monkeypatch):
     from driver.errors import ResourceError
-    from driver.models.registry import family
+    from driver.registry import family
 
     def exhausted(spec, device, dirs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 1.00 GiB")
 
     import dataclasses
 
-    from driver.models import registry
+    from driver import registry
 
     monkeypatch.setitem(registry._FAMILIES, "chgnet", dataclasses.replace(family("chgnet"), load=exhausted))
     with pytest.raises(ResourceError, match="loading chgnet on cpu ran out of memory"):

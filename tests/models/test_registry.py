@@ -11,8 +11,8 @@ import pytest
 
 from driver.cli import build_parser, main
 from driver.models.catalog import describe_models
-from driver.models.registry import families, family_names
 from driver.provenance import tracked_packages
+from driver.registry import families, family_names
 from tests.conftest import emt_recipe
 
 

@@ -33,7 +33,7 @@ def _jobs(out) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def cu_eos(tmp_path_factory):
     """Perfect fcc Cu (atoms on symmetry sites: positions need no relaxation, the identity is exact)."""
-    from driver.models.registry import register, unregister
+    from driver.registry import register, unregister
     from tests.models.emt_family import FAMILY
 
     register(FAMILY)
@@ -72,7 +72,7 @@ def test_eos_corrected_b0_is_raw_over_s_and_v0_unchanged(cu_eos):
 
 @pytest.fixture(scope="module")
 def cu_elastic(tmp_path_factory):
-    from driver.models.registry import register, unregister
+    from driver.registry import register, unregister
     from tests.models.emt_family import FAMILY
 
     register(FAMILY)

@@ -133,7 +133,7 @@ def test_prerelaxation_lowers_reference_energy(tmp_path, small_mace_path):
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["prerelax_converged"] is True
     from driver.models import load_model
-    from driver.recipe import ModelSpec
+    from driver.specs import ModelSpec
 
     model = load_model(ModelSpec(name="mace-mp-0", checkpoint=str(small_mace_path), dtype="float64"))
     rattled.calc = model.calculator

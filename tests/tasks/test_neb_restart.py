@@ -93,7 +93,7 @@ def test_ode_band_restarts_from_the_stored_band(tmp_path, cu_recipe, emt_family,
 # The EMT family registered in the child process (its ~60 ms per band iteration leave time to kill it).
 _CHILD = """
 import sys
-from driver.models.registry import register
+from driver.registry import register
 from tests.models.emt_family import FAMILY
 register(FAMILY)
 from driver.cli import main

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
     from driver.models import LoadedWeights
     from driver.potential import Property, Results
-    from driver.recipe import ModelSpec
+    from driver.specs import ModelSpec
 
 BUILTIN_FAMILY_MODULES = ("driver.models.chgnet", "driver.models.m3gnet", "driver.models.mace")
 
