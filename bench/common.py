@@ -87,7 +87,7 @@ def machine_record(device: str | None, load_before: float) -> dict:
 
 
 def now_utc() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def read_results() -> dict:

@@ -7,8 +7,13 @@ groups below say which statuses count for what, so no module keeps a tuple of it
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
+from typing import ClassVar, Self
+
+import numpy as np
 
 SUMMARY_NAME = "summary.json"  # the run's summary, written last and atomically by the runner
 
@@ -38,3 +43,105 @@ class JobStatus(StrEnum):
 SUCCEEDED = frozenset({JobStatus.COMPLETED, JobStatus.SUSPECT})  # exit 0
 WITH_RESULTS = SUCCEEDED | {JobStatus.NOT_CONVERGED}  # reported and compared from their results
 FINISHED = WITH_RESULTS | {JobStatus.FAILED}  # --resume skips these
+
+
+# A task's result: typed fields, each declared once with its unit and where it goes.
+
+_ROLE, _UNIT, _OPTIONAL = "result_role", "unit", "omit_if_none"
+
+
+def scalar(unit: str | None = None, *, default: object = MISSING, optional: bool = False):
+    """A number, flag, string or short list: the job's summary entry and an attribute of
+    /results/<kind>. `optional`: left out of both while None (a key that only some jobs have,
+    such as an MD schedule's targets); otherwise None is written as null / "none"."""
+    if optional and default is MISSING:
+        default = None
+    return field(default=default, metadata={_ROLE: "scalar", _UNIT: unit, _OPTIONAL: optional})
+
+
+def array(unit: str | None, *, optional: bool = False):
+    """A dataset of /results/<kind> with its `unit` attribute (None: a count or an index)."""
+    return field(default=None if optional else MISSING, metadata={_ROLE: "array", _UNIT: unit, _OPTIONAL: optional})
+
+
+@dataclass
+class TaskResult:
+    """What one job of a task kind computed (the subclass's `kind`); the one way a result becomes
+    its summary entry and its /results/<kind> group, and is read back from that group (`from_h5`:
+    driver compare, --resume of a finished job). The subclass's fields say which is which."""
+
+    kind: ClassVar[str]
+
+    @classmethod
+    def _fields(cls, role: str) -> list:
+        return [f for f in fields(cls) if f.metadata.get(_ROLE) == role]
+
+    @classmethod
+    def units(cls) -> dict[str, str]:
+        """Field -> unit, for every field that has one (the H5MD writer stores them beside the data)."""
+        return {f.name: f.metadata[_UNIT] for f in fields(cls) if f.metadata.get(_UNIT)}
+
+    def _present(self, role: str) -> dict[str, object]:
+        return {f.name: getattr(self, f.name) for f in self._fields(role)
+                if not (f.metadata[_OPTIONAL] and getattr(self, f.name) is None)}
+
+    def scalars(self) -> dict[str, object]:
+        """The summary entry's task part (JSON-ready) and /results/<kind>'s attributes."""
+        return {name: _plain(value) for name, value in self._present("scalar").items()}
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {name: np.asarray(value) for name, value in self._present("array").items()}
+
+    def status(self) -> JobStatus:
+        return JobStatus.of_result(self.scalars())
+
+    @classmethod
+    def from_h5(cls, group) -> Self:
+        """The result stored in a job file's /results/<kind> group (h5py), as written."""
+        values: dict[str, object] = {}
+        for f in cls._fields("scalar"):
+            if f.name in group.attrs:
+                values[f.name] = _from_attribute(group.attrs[f.name])
+        for f in cls._fields("array"):
+            if f.name in group:
+                values[f.name] = group[f.name][()]
+        return cls(**values)
+
+
+def _plain(value: object) -> object:
+    """numpy scalars and arrays as Python numbers and lists (JSON and HDF5 attributes take both)."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def to_attribute(value: object) -> object:
+    """How the H5MD writer stores a scalar as an HDF5 attribute: None as "none", lists and
+    mappings as JSON text (HDF5 has no ragged or nested attributes)."""
+    if value is None:
+        return "none"
+    if isinstance(value, (dict, list, tuple)):
+        return json.dumps(value)
+    return value
+
+
+def _from_attribute(value: object) -> object:
+    """The inverse of `to_attribute` for what results store."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    if isinstance(value, str):
+        if value == "none":
+            return None
+        if value[:1] in "[{":
+            try:
+                return json.loads(value)
+            except json.JSONDecodeError:
+                return value
+        return value
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -65,7 +65,7 @@ MD_TIMESTEP = {"mace-mp-0": 0.5}
 
 
 def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def is_oom(exc: BaseException) -> bool:
