@@ -40,7 +40,9 @@ class ModelFamily:
     # `batch` reproduces; `batch(calculator, structures, properties, batch_size)` evaluates.
     batch: BatchFn | None = None
     can_batch: Callable[[Calculator], bool] = lambda calculator: False
-    is_checkpoint: Callable[[Path], bool] = lambda path: False  # a path in this library's own form
+    # Whether a path holds this library's own checkpoint, told by its content and never by its name
+    # alone, without unpickling it (driver.models.checkpoint_kind).
+    is_checkpoint: Callable[[Path], bool] = lambda path: False
     magmoms: bool = False  # predicts per-atom magnetic moments (output.magmoms)
     finetune_module: str | None = None  # module with train(...) for `driver finetune`
     distributions: tuple[str, ...] = ()  # packages whose versions go into provenance

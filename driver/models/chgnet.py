@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from driver.errors import InputError, first_line, is_out_of_memory
+from driver.models.checkpoint_kind import torch_pickle_names
 from driver.provenance import sha256_of_path
 from driver.registry import ModelFamily
 
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from driver.specs import ModelSpec
 
 DEFAULT_VERSION = "0.3.0"
+# `CHGNet.from_file` reads a dict whose "model" is `CHGNet.as_dict()` ({"state_dict", "model_args"}), as
+# chgnet's `Trainer.save` writes it (the bundled weights and `driver finetune`'s output alike); the
+# model_args name CHGNet's two graph cutoffs, which no other library's checkpoint carries.
+CHECKPOINT_KEYS = frozenset({"model", "state_dict", "model_args", "atom_graph_cutoff", "bond_graph_cutoff"})
 
 
 def bundled_weights(version: str) -> Path | None:
@@ -25,6 +30,12 @@ def bundled_weights(version: str) -> Path | None:
     folder = Path(chgnet.__file__).parent / "pretrained" / version
     files = sorted(folder.glob("*.pth.tar"))
     return files[0] if files else None
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A CHGNet checkpoint by its content, whatever its name (driver.models.checkpoint_kind)."""
+    names = torch_pickle_names(path)
+    return names is not None and CHECKPOINT_KEYS <= names.strings
 
 
 def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
@@ -92,7 +103,7 @@ FAMILY = ModelFamily(
     load=load,
     batch=batch,
     can_batch=can_batch,
-    is_checkpoint=lambda path: path.name.endswith((".pth.tar", ".pth")),
+    is_checkpoint=is_checkpoint,
     finetune_module="driver.finetune.chgnet",
     distributions=("chgnet", "pymatgen"),
 )

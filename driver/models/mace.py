@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from driver.errors import InputError, first_line, is_out_of_memory
+from driver.models.checkpoint_kind import torch_pickle_names
 from driver.provenance import sha256_of_path
 from driver.registry import ModelFamily
 
@@ -49,6 +50,15 @@ def resolve_weights(spec: ModelSpec, models_dirs: list[Path]) -> Path:
             f"failed: {type(exc).__name__}); set model.checkpoint to a .model file, or "
             "model.models_dir / DRIVER_MODELS_DIR"
         ) from None
+
+
+def is_checkpoint(path: Path) -> bool:
+    """A whole MACE model saved with `torch.save`, what `MACECalculator` loads and mace's `run_train`
+    writes, whatever its name: the pickle's first class is the model's own, from the mace package
+    (driver.models.checkpoint_kind). mace's per-epoch training checkpoints (a dict of state_dicts)
+    are not: they hold no model to load."""
+    names = torch_pickle_names(path)
+    return names is not None and names.first_class_from("mace")
 
 
 def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
@@ -144,7 +154,7 @@ FAMILY = ModelFamily(
     load=load,
     batch=batch,
     can_batch=can_batch,
-    is_checkpoint=lambda path: path.suffix == ".model",
+    is_checkpoint=is_checkpoint,
     finetune_module="driver.finetune.mace",
     distributions=("mace-torch", "e3nn"),
 )

@@ -10,12 +10,17 @@ from driver.specs import ModelSpec
 
 
 def family_of_checkpoint(path: Path) -> str:
-    """Each library's own checkpoint form tells the family."""
-    for name, entry in families().items():
-        if entry.is_checkpoint(path):
-            return name
-    raise InputError(f"--model: cannot tell the model family of {path}; expected a matgl folder, a CHGNet "
-                     ".pth.tar or a MACE .model (or give --family)")
+    """The one family that recognises the checkpoint by its content (never by its name: a `.pth` may
+    be any library's); none or several is a question only the user can answer, with --family."""
+    claimed = [name for name, entry in families().items() if entry.is_checkpoint(path)]
+    if len(claimed) == 1:
+        return claimed[0]
+    if claimed:
+        raise InputError(f"--model: {path} is recognised as a checkpoint by more than one family "
+                         f"({', '.join(claimed)}); give its family with --family")
+    raise InputError(f"--model: cannot tell the model family of {path} from its content; expected a matgl "
+                     "model folder, a CHGNet checkpoint (chgnet's Trainer.save) or a whole MACE model "
+                     "(torch.save); give its family with --family")
 
 
 def spec_from_cli(name_or_path: str, *, family: str | None = None, variant: str | None = None,

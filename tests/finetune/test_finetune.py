@@ -15,6 +15,7 @@ from driver.errors import InputError
 from driver.finetune import FinetuneReport, finetune, split
 from driver.labels import read_labels
 from driver.models import load_model
+from driver.models.spec import family_of_checkpoint
 from driver.specs import ModelSpec
 from tests.conftest import SHARED
 
@@ -29,10 +30,12 @@ def si_labels():
 
 
 def check_report(report: FinetuneReport, family: str, out_dir, checkpoint_name: str) -> None:
-    """Common promises: split, checkpoint in out_dir loadable by our registry, record written, MAE drops."""
+    """Common promises: split, checkpoint in out_dir recognised and loadable by our registry, record written,
+    MAE drops."""
     assert report.family == family
     assert (report.n_train, report.n_val) == (5, 1)
     assert report.checkpoint == str(out_dir / checkpoint_name)
+    assert family_of_checkpoint(out_dir / checkpoint_name) == family  # by its content, as `--model PATH` finds it
     reloaded = load_model(ModelSpec(name=family, checkpoint=report.checkpoint))
     assert reloaded.family == family and reloaded.weights_sha256 == report.checkpoint_sha256
     assert report.force_mae_train_after < report.force_mae_train_before

@@ -14,7 +14,6 @@ from ase.io import read, write
 
 from driver.cli import main
 from driver.labels import read_labels
-from driver.models.spec import family_of_checkpoint
 from tests.conftest import SHARED, write_recipe
 
 SI_DATA = SHARED / "data" / "si_rare_events_pbe.extxyz"
@@ -293,18 +292,6 @@ def test_existing_correction_file_needs_overwrite(tmp_path, capsys, dft_subset):
     out.write_text("keep me")
     code, _, err = _fit(capsys, "--model", "chgnet", "--labels", str(dft_subset), "--out", str(out))
     assert code == 2 and "pass --overwrite" in err and out.read_text() == "keep me"
-
-
-def test_checkpoint_family_from_path(tmp_path):
-    (tmp_path / "m3g").mkdir()
-    (tmp_path / "m3g" / "model.json").write_text("{}")
-    assert family_of_checkpoint(tmp_path / "m3g") == "m3gnet"
-    assert family_of_checkpoint(tmp_path / "x.pth.tar") == "chgnet"
-    assert family_of_checkpoint(tmp_path / "x.model") == "mace-mp-0"
-    from driver.errors import InputError
-
-    with pytest.raises(InputError, match="cannot tell the model family"):
-        family_of_checkpoint(tmp_path / "weights.bin")
 
 
 def test_fit_with_checkpoint_path(tmp_path, capsys, small_mace_path, mace64_model):
