@@ -99,7 +99,7 @@ FAMILY = ModelFamily(
     package="chgnet",
     dtypes=("float32",),
     description="variant: CHGNet version (default 0.3.0), weights bundled in the chgnet wheel; "
-                "checkpoint: a fine-tuned .pth.tar",
+                "checkpoint: a fine-tuned CHGNet file (chgnet's own save; recognised by content, any name)",
     load=load,
     batch=batch,
     can_batch=can_batch,

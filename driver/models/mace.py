@@ -150,7 +150,7 @@ FAMILY = ModelFamily(
     package="mace",
     dtypes=("float32", "float64"),
     description="variant: MACE-MP-0 size (small, medium, large, ...; default medium), looked up in "
-                "model.models_dir, $DRIVER_MODELS_DIR, then mace's cache/download; checkpoint: a .model file",
+                "model.models_dir, $DRIVER_MODELS_DIR, then mace's cache/download; checkpoint: a whole MACE model saved with torch.save (recognised by content, any name)",
     load=load,
     batch=batch,
     can_batch=can_batch,
