@@ -81,7 +81,10 @@ def results_layout(path: Path, kind: str) -> dict[str, Any]:
         def visit(name: str, item: Any) -> None:
             if isinstance(item, h5py.Dataset):
                 unit = item.attrs.get("unit")
-                datasets[name] = {"shape": list(item.shape), "dtype": f"{item.dtype.kind}{item.dtype.itemsize}",
+                shape: list[int | str] = list(item.shape)
+                if name.startswith("iteration_"):  # one row per optimizer iteration: round-off can add one
+                    shape[0] = "<iterations>"
+                datasets[name] = {"shape": shape, "dtype": f"{item.dtype.kind}{item.dtype.itemsize}",
                                   "unit": unit.decode() if isinstance(unit, bytes) else unit}
 
         group.visititems(visit)
