@@ -103,7 +103,7 @@ def with_cprofile(args) -> tuple[dict, Counter, int]:
     pymatgen = cum("pymatgen/io/ase.py", "get_structure")
     batching = cum("chgnet/graph/crystalgraph.py", "from_graphs") + cum("chgnet/model/model.py", "from_graphs")
     forward = cum("chgnet/model/model.py", "predict_graph") - backward - batching
-    hdf5 = cum("driver/output.py", "append") + cum("driver/output.py", "write_results")
+    hdf5 = cum("driver/output.py", "append") + cum("driver/output.py", "write_result")
     explosion = cum("driver/tasks/md.py", "explosion")
     record = cum("driver/tasks/md.py", "record")
     seconds = {

@@ -31,7 +31,7 @@ from ase import Atoms, units
 from driver import __version__
 from driver.checkpoint import Checkpointer, MDState
 from driver.errors import OutputError, first_line
-from driver.results import JobStatus
+from driver.results import JobStatus, TaskResult, to_attribute
 
 UNITS = {
     "position": "Angstrom",
@@ -274,18 +274,16 @@ class H5MDWriter:
     def write_attributes(self, group_name: str, values: Mapping[str, object]) -> None:
         group = self.file.require_group(group_name)
         for key, value in values.items():
-            group.attrs[key] = _attribute(value)
+            group.attrs[key] = to_attribute(value)
 
     @_write_failure_is_output_error
-    def write_results(self, task: str, scalars: Mapping[str, object], arrays: Mapping[str, np.ndarray] | None = None) -> None:
-        """Scalars as attributes of /results/<task>, arrays as its datasets, each with the unit its
-        task declares (driver.tasks.Task.result_units)."""
-        from driver.tasks import task_for
-
-        group = self.file.require_group(f"results/{task}")
-        self.write_attributes(group.name, scalars)
-        units = task_for(task).result_units
-        for key, array in (arrays or {}).items():
+    def write_result(self, result: TaskResult) -> None:
+        """A task's result as /results/<kind>: its scalars as attributes, its arrays as datasets,
+        each with the unit its field declares (driver.results)."""
+        group = self.file.require_group(f"results/{result.kind}")
+        self.write_attributes(group.name, result.attributes())
+        units = result.units()
+        for key, array in result.arrays().items():
             if key in group:
                 del group[key]
             dataset = group.create_dataset(key, data=array)
@@ -321,11 +319,3 @@ class H5MDWriter:
         self.file.attrs["status"] = str(status)
         self.file.flush()
         self.file.close()
-
-
-def _attribute(value: object):
-    if value is None:
-        return "none"
-    if isinstance(value, (dict, list, tuple)):
-        return json.dumps(value)
-    return value

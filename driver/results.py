@@ -59,9 +59,15 @@ def scalar(unit: str | None = None, *, default: object = MISSING, optional: bool
     return field(default=default, metadata={_ROLE: "scalar", _UNIT: unit, _OPTIONAL: optional})
 
 
-def array(unit: str | None, *, optional: bool = False):
-    """A dataset of /results/<kind> with its `unit` attribute (None: a count or an index)."""
-    return field(default=None if optional else MISSING, metadata={_ROLE: "array", _UNIT: unit, _OPTIONAL: optional})
+def array(unit: str | None):
+    """A dataset of /results/<kind> with its `unit` attribute (None: a count or an index). None
+    in a result read back from a summary entry, which holds scalars only."""
+    return field(default=None, metadata={_ROLE: "array", _UNIT: unit, _OPTIONAL: True})
+
+
+def file_only(*, default: object = MISSING):
+    """An attribute of /results/<kind> that the summary entry leaves out (bulky or internal)."""
+    return field(default=default, metadata={_ROLE: "file_only", _UNIT: None, _OPTIONAL: False})
 
 
 @dataclass
@@ -86,8 +92,12 @@ class TaskResult:
                 if not (f.metadata[_OPTIONAL] and getattr(self, f.name) is None)}
 
     def scalars(self) -> dict[str, object]:
-        """The summary entry's task part (JSON-ready) and /results/<kind>'s attributes."""
+        """The summary entry's task part (JSON-ready)."""
         return {name: _plain(value) for name, value in self._present("scalar").items()}
+
+    def attributes(self) -> dict[str, object]:
+        """/results/<kind>'s attributes: the scalars and the file-only fields."""
+        return self.scalars() | {name: _plain(value) for name, value in self._present("file_only").items()}
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(value) for name, value in self._present("array").items()}
@@ -96,10 +106,17 @@ class TaskResult:
         return JobStatus.of_result(self.scalars())
 
     @classmethod
+    def from_summary(cls, entry: Mapping[str, object]) -> Self:
+        """The scalars of a summary entry (summary.json, or a job's stored entry), arrays None:
+        what the report and the raw-vs-corrected relations read."""
+        wanted = cls._fields("scalar") + cls._fields("file_only")
+        return cls(**{f.name: entry[f.name] for f in wanted if f.name in entry})
+
+    @classmethod
     def from_h5(cls, group) -> Self:
         """The result stored in a job file's /results/<kind> group (h5py), as written."""
         values: dict[str, object] = {}
-        for f in cls._fields("scalar"):
+        for f in cls._fields("scalar") + cls._fields("file_only"):
             if f.name in group.attrs:
                 values[f.name] = _from_attribute(group.attrs[f.name])
         for f in cls._fields("array"):

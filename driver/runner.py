@@ -147,8 +147,10 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
     try:
         context = JobContext(job, recipe.task, potential, atoms, start.prepared, writer, out_dir, recipe.output,
                              resume, share, recipe.structure.file)
-        entry.update(task.run(context))
-        status = JobStatus.of_result(entry)
+        result = task.run(context)
+        writer.write_result(result)  # /results/<kind>, units from the result's fields
+        entry.update(result.scalars())
+        status = result.status()
     except OutputError as exc:  # disk full, quota, file-size limit: every later job would fail alike
         entry["error"] = str(exc)
         status = JobStatus.INTERRUPTED  # not the job's fault: --resume continues it

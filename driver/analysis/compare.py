@@ -205,7 +205,7 @@ def _phonon_section(comparison: Comparison, s: float | None) -> None:
 def _other_tasks_section(comparison: Comparison, jobs: list[tuple[dict, str | None]]) -> None:
     """Relax, EOS, elastic, single points: each job's report line, and the task's own raw vs
     corrected line beside what the scalar correction predicts (Task.comparison_line)."""
-    from driver.tasks import task_for
+    from driver.tasks import comparison_lines, job_line, task_for
 
     by_kind: dict[str, dict[str, dict]] = {}
     for job, task in jobs:
@@ -213,11 +213,8 @@ def _other_tasks_section(comparison: Comparison, jobs: list[tuple[dict, str | No
             by_kind.setdefault(task, {})[job.get("variant", job["job"])] = job
     for kind, variants in by_kind.items():
         handler = task_for(kind)
-        comparison.tables.append("\n".join([f"{kind}:", *(handler.report_line(job) for job in variants.values())]))
-        if "raw" in variants and "corrected" in variants:
-            line = handler.comparison_line("corrected", variants["raw"], variants["corrected"])
-            if line:
-                comparison.relations += [part.strip() for part in line.splitlines()]
+        comparison.tables.append("\n".join([f"{kind}:", *(job_line(handler, job) for job in variants.values())]))
+        comparison.relations += [line.strip() for line in comparison_lines(handler, list(variants.values()))]
 
 
 def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None,

@@ -14,11 +14,12 @@ import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ase import Atoms
 
 from driver.jobs import Job
+from driver.results import WITH_RESULTS, TaskResult
 
 if TYPE_CHECKING:
     import h5py
@@ -31,6 +32,9 @@ TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb", "
                 "driver.tasks.eos", "driver.tasks.elastic", "driver.tasks.single_point")
 
 DEFAULT_MIN_DISTANCE_A = 0.5
+
+SpecT = TypeVar("SpecT")
+ResultT = TypeVar("ResultT", bound=TaskResult)
 
 Share = Callable[[Callable[[list], list], Sequence], list]
 
@@ -76,12 +80,13 @@ class JobContext:
     structure_file: str = ""  # the recipe's structure file, for tasks that read all its frames
 
 
-class Task:
-    """The protocol; the defaults suit a task with one job per variant and no trajectory."""
+class Task(Generic[SpecT, ResultT]):
+    """The protocol, generic over the task's recipe spec and its result type; the defaults suit a
+    task with one job per variant and no trajectory."""
 
     kind: ClassVar[str]
     spec: ClassVar[type]
-    result_units: ClassVar[dict[str, str]] = {}  # /results/<kind> dataset -> unit
+    result: ClassVar[type[TaskResult]]  # what `run` returns; its fields declare the units
     streams_trajectory: ClassVar[bool] = False  # MD writes frames; others store their start as one
     batches_replicas: ClassVar[bool] = False  # run.batch_replicas: its jobs can step side by side
     shares_structures: ClassVar[bool] = False  # run.share_structures: a job's structures split over ranks
@@ -106,7 +111,8 @@ class Task:
         """`atoms` carries the job's potential; the default starts from the structure as given."""
         return Prepared(atoms)
 
-    def run(self, context: JobContext) -> dict:
+    def run(self, context: JobContext) -> ResultT:
+        """Compute the job's result; the runner stores it (summary entry and /results/<kind>)."""
         raise NotImplementedError
 
     def resume_state(self, file: h5py.File, spec) -> Any:
@@ -118,16 +124,41 @@ class Task:
 
         return resume_state(file)
 
-    def report_line(self, entry: dict) -> str:
-        """One line for a completed (or not converged) job's summary entry."""
+    def report_line(self, entry: dict, result: ResultT) -> str:
+        """One line for a finished job: `entry` its summary entry (file, status, plot), `result`
+        the task's result read from it (TaskResult.from_summary: scalars only)."""
         return f"  {entry['file']:<24} {entry['status']}"
 
-    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
-        """Raw vs corrected for one pair of jobs, beside what the correction predicts."""
+    def comparison_line(self, name: str, raw: ResultT, corrected: ResultT, scale: float | None) -> str | None:
+        """Raw vs corrected for one pair of jobs (`name`: the corrected job's), beside what the
+        scalar correction of softening scale `scale` predicts (driver.correction.expected_ratio)."""
         return None
 
     def finalize(self, out_dir: Path, entries: list[dict]) -> None:
         """After every job of the run (rank 0): plots across jobs."""
+
+
+def job_line(task: Task, entry: dict) -> str:
+    """A job's report line: the task's for a job with results, else its status (and error)."""
+    if entry["status"] not in WITH_RESULTS:
+        return f"  {entry['file']:<24} {entry['status']}" + (f": {entry['error']}" if entry.get("error") else "")
+    return task.report_line(entry, task.result.from_summary(entry))
+
+
+def comparison_lines(task: Task, entries: Sequence[dict]) -> list[str]:
+    """Raw vs corrected for each pair of finished jobs (corrected-X beside raw-X), beside what the
+    scalar correction predicts: the run report and `driver compare` print the same lines."""
+    by_name = {entry["job"]: entry for entry in entries if entry.get("status") in WITH_RESULTS}
+    lines = []
+    for name, corrected in by_name.items():
+        raw = by_name.get("raw" + name[len("corrected"):]) if name.startswith("corrected") else None
+        if raw is None:
+            continue
+        line = task.comparison_line(name, task.result.from_summary(raw), task.result.from_summary(corrected),
+                                    corrected.get("softening_scale"))
+        if line:
+            lines += line.splitlines()
+    return lines
 
 
 _TASKS: dict[str, Task] = {}

@@ -12,7 +12,8 @@ divided by s, so C_ij' = C_ij / s exactly (up to the ions' relaxation tolerance)
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -22,6 +23,7 @@ from driver.correction import expected_ratio
 from driver.errors import SimulationError
 from driver.points import PointStore, each_point
 from driver.relax import CellRelaxSpec, relax
+from driver.results import TaskResult, array, scalar
 from driver.schema import Bool, Strict, bounded
 from driver.structure import check_periodic
 from driver.tasks import Prepared, Task, prerelaxed
@@ -56,6 +58,33 @@ class ElasticTask(Strict):
         return values
 
 
+@dataclass
+class ElasticResult(TaskResult):
+    """The elastic tensor (Voigt, GPa) from pymatgen's stress-strain fit, and its moduli."""
+
+    kind: ClassVar[str] = "elastic"
+    C_GPa: list[list[float]] = scalar("GPa")
+    C11_GPa: float = scalar("GPa")
+    C12_GPa: float = scalar("GPa")
+    C44_GPa: float = scalar("GPa")
+    bulk_modulus_vrh_GPa: float = scalar("GPa")
+    shear_modulus_vrh_GPa: float = scalar("GPa")
+    bulk_modulus_voigt_GPa: float = scalar("GPa")
+    bulk_modulus_reuss_GPa: float = scalar("GPa")
+    shear_modulus_voigt_GPa: float = scalar("GPa")
+    shear_modulus_reuss_GPa: float = scalar("GPa")
+    youngs_modulus_GPa: float = scalar("GPa")
+    poisson_ratio: float = scalar()
+    mechanically_stable: bool = scalar()
+    n_strained_cells: int = scalar()
+    unconverged_points: list[int] = scalar()
+    residual_stress_GPa: float = scalar("GPa")
+    elastic_tensor_GPa: np.ndarray = array("GPa")
+    strains: np.ndarray = array("1")
+    stresses_GPa: np.ndarray = array("GPa")
+    reference_stress_GPa: np.ndarray = array("GPa")
+
+
 def deformations(atoms: Atoms, spec: ElasticTask):
     """pymatgen's deformation set of the reference cell (no symmetry reduction: every strain state)."""
     from pymatgen.analysis.elasticity import DeformedStructureSet
@@ -69,7 +98,7 @@ def stress_GPa(atoms: Atoms) -> np.ndarray:
     return atoms.get_stress(voigt=False) / units.GPa
 
 
-def run(context) -> dict:
+def run(context) -> ElasticResult:
     from pymatgen.analysis.elasticity import ElasticTensor
     from pymatgen.analysis.elasticity import Strain as PmgStrain
     from pymatgen.analysis.elasticity import Stress as PmgStress
@@ -109,26 +138,22 @@ def run(context) -> dict:
     unconverged = [i + 1 for i, p in enumerate(points) if not p["relax_converged"]]
     if unconverged:
         log.warning("%s: the ions did not converge in strained cell(s) %s", context.job.name, unconverged)
-    summary = {
-        "C_GPa": voigt.round(4).tolist(),
-        "C11_GPa": float(voigt[0, 0]), "C12_GPa": float(voigt[0, 1]), "C44_GPa": float(voigt[3, 3]),
-        "bulk_modulus_vrh_GPa": float(tensor.k_vrh), "shear_modulus_vrh_GPa": float(tensor.g_vrh),
-        "bulk_modulus_voigt_GPa": float(tensor.k_voigt), "bulk_modulus_reuss_GPa": float(tensor.k_reuss),
-        "shear_modulus_voigt_GPa": float(tensor.g_voigt), "shear_modulus_reuss_GPa": float(tensor.g_reuss),
-        "youngs_modulus_GPa": float(tensor.y_mod / 1e9), "poisson_ratio": float(tensor.homogeneous_poisson),
-        "mechanically_stable": stable, "n_strained_cells": len(points), "unconverged_points": unconverged,
-        "residual_stress_GPa": float(np.abs(eq_stress).max()),
-    }
-    context.writer.write_results("elastic", summary, {
-        "elastic_tensor_GPa": voigt, "strains": np.array([np.asarray(s) for s in strains]),
-        "stresses_GPa": np.array([p["stress_GPa"] for p in points]), "reference_stress_GPa": eq_stress})
-    return summary
+    return ElasticResult(
+        C_GPa=voigt.round(4).tolist(), C11_GPa=float(voigt[0, 0]), C12_GPa=float(voigt[0, 1]),
+        C44_GPa=float(voigt[3, 3]), bulk_modulus_vrh_GPa=float(tensor.k_vrh), shear_modulus_vrh_GPa=float(tensor.g_vrh),
+        bulk_modulus_voigt_GPa=float(tensor.k_voigt), bulk_modulus_reuss_GPa=float(tensor.k_reuss),
+        shear_modulus_voigt_GPa=float(tensor.g_voigt), shear_modulus_reuss_GPa=float(tensor.g_reuss),
+        youngs_modulus_GPa=float(tensor.y_mod / 1e9), poisson_ratio=float(tensor.homogeneous_poisson),
+        mechanically_stable=stable, n_strained_cells=len(points), unconverged_points=unconverged,
+        residual_stress_GPa=float(np.abs(eq_stress).max()), elastic_tensor_GPa=voigt,
+        strains=np.array([np.asarray(s) for s in strains]), stresses_GPa=np.array([p["stress_GPa"] for p in points]),
+        reference_stress_GPa=eq_stress)
 
 
 class ElasticTaskKind(Task):
     kind = "elastic"
     spec = ElasticTask
-    result_units = {"elastic_tensor_GPa": "GPa", "strains": "1", "stresses_GPa": "GPa", "reference_stress_GPa": "GPa"}
+    result = ElasticResult
 
     def check(self, spec: ElasticTask, atoms: Atoms, structure: StructureSpec) -> None:
         super().check(spec, atoms, structure)
@@ -140,23 +165,25 @@ class ElasticTaskKind(Task):
     def prepare(self, atoms: Atoms, spec: ElasticTask) -> Prepared:
         return prerelaxed(atoms, spec.relax)
 
-    def run(self, context) -> dict:
+    def run(self, context) -> ElasticResult:
         return run(context)
 
-    def report_line(self, entry: dict) -> str:
-        line = (f"  {entry['file']:<24} C11 {entry['C11_GPa']:.1f}, C12 {entry['C12_GPa']:.1f}, C44 "
-                f"{entry['C44_GPa']:.1f} GPa; K_VRH {entry['bulk_modulus_vrh_GPa']:.1f}, G_VRH "
-                f"{entry['shear_modulus_vrh_GPa']:.1f} GPa")
-        return line + ("" if entry["mechanically_stable"] else "; MECHANICALLY UNSTABLE")
+    def report_line(self, entry: dict, result: ElasticResult) -> str:
+        line = (f"  {entry['file']:<24} C11 {result.C11_GPa:.1f}, C12 {result.C12_GPa:.1f}, C44 "
+                f"{result.C44_GPa:.1f} GPa; K_VRH {result.bulk_modulus_vrh_GPa:.1f}, G_VRH "
+                f"{result.shear_modulus_vrh_GPa:.1f} GPa")
+        return line + ("" if result.mechanically_stable else "; MECHANICALLY UNSTABLE")
 
-    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
-        expected = expected_ratio("modulus", corrected.get("softening_scale"))
-        if expected is None or not raw.get("bulk_modulus_vrh_GPa"):
+    def comparison_line(self, name: str, raw: ElasticResult, corrected: ElasticResult,
+                        scale: float | None) -> str | None:
+        expected = expected_ratio("modulus", scale)
+        if expected is None or not raw.bulk_modulus_vrh_GPa:
             return None
-        ratio = np.asarray(corrected["C_GPa"]) / np.where(np.abs(raw["C_GPa"]) > 1, raw["C_GPa"], np.nan)
+        raw_c = np.asarray(raw.C_GPa)
+        ratio = np.asarray(corrected.C_GPa) / np.where(np.abs(raw_c) > 1, raw_c, np.nan)
         ratio = ratio[np.isfinite(ratio)]
         return (f"  elastic: corrected/raw C_ij = {ratio.min():.4f}-{ratio.max():.4f}, K_VRH "
-                f"{corrected['bulk_modulus_vrh_GPa'] / raw['bulk_modulus_vrh_GPa']:.4f} "
+                f"{corrected.bulk_modulus_vrh_GPa / raw.bulk_modulus_vrh_GPa:.4f} "
                 f"(exact for the scalar correction: 1/s = {expected:.4f})")
 
 

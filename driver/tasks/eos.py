@@ -10,7 +10,8 @@ and B0' = B0/s exactly (up to the positions' relaxation tolerance).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -20,7 +21,7 @@ from driver.correction import expected_ratio
 from driver.errors import SimulationError
 from driver.points import PointStore, each_point
 from driver.relax import CellRelaxSpec, relax
-from driver.results import JobStatus
+from driver.results import JobStatus, TaskResult, array, scalar
 from driver.schema import Bool, Strict, bounded
 from driver.structure import check_periodic
 from driver.tasks import Prepared, Task, prerelaxed
@@ -45,6 +46,29 @@ class EOSTask(Strict):
     fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.01
     max_steps: bounded(int, ge=1, le=10**7) = 300
     relax: CellRelaxSpec | None = Field(None, description="relax the cell before the scan (centres it on V0)")
+
+
+@dataclass
+class EOSResult(TaskResult):
+    """E(V) and its fit; the ± are the fit's standard errors."""
+
+    kind: ClassVar[str] = "eos"
+    V0_A3: float = scalar("Angstrom^3")
+    V0_err_A3: float = scalar("Angstrom^3")
+    E0_eV: float = scalar("eV")
+    E0_err_eV: float = scalar("eV")
+    B0_GPa: float = scalar("GPa")
+    B0_err_GPa: float = scalar("GPa")
+    B0_prime: float = scalar()
+    B0_prime_err: float = scalar()
+    fit_rms_eV: float = scalar("eV")
+    eos: str = scalar()
+    n_points: int = scalar()
+    V0_inside_scan: bool = scalar()
+    unconverged_points: list[int] = scalar()
+    V0_per_atom_A3: float = scalar("Angstrom^3")
+    volumes_A3: np.ndarray = array("Angstrom^3")
+    energies_eV: np.ndarray = array("eV")
 
 
 def volume_factors(spec: EOSTask) -> np.ndarray:
@@ -73,7 +97,7 @@ def eos_fit(volumes: np.ndarray, energies: np.ndarray, form: str) -> dict[str, f
             "fit_rms_eV": float(np.sqrt(np.mean(residual**2)))}
 
 
-def run(context) -> dict:
+def run(context) -> EOSResult:
     spec: EOSTask = context.spec
     reference: Atoms = context.atoms
     factors = volume_factors(spec)
@@ -104,10 +128,9 @@ def run(context) -> dict:
         log.warning("%s: the fitted V0 %.3f Å^3 lies outside the scanned volumes %.3f-%.3f Å^3; relax the cell "
                     "first (task.relax) or widen task.strain", context.job.name, fit["V0_A3"], volumes.min(),
                     volumes.max())
-    summary = {**fit, "eos": spec.eos, "n_points": len(points), "V0_inside_scan": bool(inside),
-               "unconverged_points": unconverged, "V0_per_atom_A3": fit["V0_A3"] / len(reference)}
-    context.writer.write_results("eos", summary, {"volumes_A3": volumes, "energies_eV": energies})
-    return summary
+    return EOSResult(**fit, eos=spec.eos, n_points=len(points), V0_inside_scan=bool(inside),
+                     unconverged_points=unconverged, V0_per_atom_A3=fit["V0_A3"] / len(reference),
+                     volumes_A3=volumes, energies_eV=energies)
 
 
 def finalize(out_dir, entries: list[dict]) -> None:
@@ -144,7 +167,7 @@ def finalize(out_dir, entries: list[dict]) -> None:
 class EOSTaskKind(Task):
     kind = "eos"
     spec = EOSTask
-    result_units = {"volumes_A3": "Angstrom^3", "energies_eV": "eV"}
+    result = EOSResult
 
     def check(self, spec: EOSTask, atoms: Atoms, structure: StructureSpec) -> None:
         super().check(spec, atoms, structure)
@@ -156,23 +179,23 @@ class EOSTaskKind(Task):
     def prepare(self, atoms: Atoms, spec: EOSTask) -> Prepared:
         return prerelaxed(atoms, spec.relax)
 
-    def run(self, context) -> dict:
+    def run(self, context) -> EOSResult:
         return run(context)
 
-    def report_line(self, entry: dict) -> str:
-        line = (f"  {entry['file']:<24} V0 {entry['V0_A3']:.3f} ± {entry['V0_err_A3']:.3f} Å^3, "
-                f"B0 {entry['B0_GPa']:.2f} ± {entry['B0_err_GPa']:.2f} GPa, B' {entry['B0_prime']:.2f} "
-                f"± {entry['B0_prime_err']:.2f} ({entry['eos']}, {entry['n_points']} points)")
-        if not entry["V0_inside_scan"]:
+    def report_line(self, entry: dict, result: EOSResult) -> str:
+        r = result
+        line = (f"  {entry['file']:<24} V0 {r.V0_A3:.3f} ± {r.V0_err_A3:.3f} Å^3, B0 {r.B0_GPa:.2f} ± "
+                f"{r.B0_err_GPa:.2f} GPa, B' {r.B0_prime:.2f} ± {r.B0_prime_err:.2f} ({r.eos}, {r.n_points} points)")
+        if not r.V0_inside_scan:
             line += "; V0 OUTSIDE the scanned volumes"
         return line + (f"; plot {entry['plot']}" if entry.get("plot") else "")
 
-    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
-        expected = expected_ratio("modulus", corrected.get("softening_scale"))
-        if expected is None or not raw.get("B0_GPa"):
+    def comparison_line(self, name: str, raw: EOSResult, corrected: EOSResult, scale: float | None) -> str | None:
+        expected = expected_ratio("modulus", scale)
+        if expected is None or not raw.B0_GPa:
             return None
-        return (f"  eos: corrected/raw B0 = {corrected['B0_GPa'] / raw['B0_GPa']:.4f} (exact for the scalar "
-                f"correction: 1/s = {expected:.4f}); V0 ratio {corrected['V0_A3'] / raw['V0_A3']:.5f} (exact: 1)")
+        return (f"  eos: corrected/raw B0 = {corrected.B0_GPa / raw.B0_GPa:.4f} (exact for the scalar "
+                f"correction: 1/s = {expected:.4f}); V0 ratio {corrected.V0_A3 / raw.V0_A3:.5f} (exact: 1)")
 
     def finalize(self, out_dir, entries: list[dict]) -> None:
         finalize(out_dir, entries)

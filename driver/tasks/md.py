@@ -6,10 +6,11 @@ comparison isolates the PES.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from ase import Atoms, units
@@ -28,6 +29,7 @@ from driver.output import H5MDWriter
 from driver.parallel import serial_comm
 from driver.progress import Progress
 from driver.relax import RelaxSpec, relax
+from driver.results import TaskResult, scalar
 from driver.schema import Float, Strict, bounded
 from driver.tasks import Prepared, Task
 from driver.tasks.md_schedule import (
@@ -186,17 +188,20 @@ def observables(atoms: Atoms, integrator: MolecularDynamics, with_cell: bool) ->
 
 
 @dataclass
-class MDResult:
-    steps: int
-    frames: int
-    mean_temperature_K: float
-    final_potential_energy_eV: float
-    conserved_energy_drift_eV_per_atom_per_ps: float | None
-    rms_displacement_A: float
-    ensemble: str
+class MDResult(TaskResult):
+    """Headline numbers of one MD job, from the frames in its file (the trajectory itself is the
+    H5MD data); the schedule fields only for a job that follows a temperature schedule."""
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        return dict(self.__dict__)
+    kind: ClassVar[str] = "md"
+    steps: int = scalar()
+    frames: int = scalar()
+    mean_temperature_K: float = scalar("K")
+    final_potential_energy_eV: float = scalar("eV")
+    conserved_energy_drift_eV_per_atom_per_ps: float | None = scalar("eV atom-1 ps-1")  # None: nothing is conserved
+    rms_displacement_A: float = scalar("Angstrom")  # over the second half of the frames
+    ensemble: str = scalar()
+    temperature_schedule_K: list[list[float]] | None = scalar("K", optional=True)
+    final_target_temperature_K: float | None = scalar("K", optional=True)
 
 
 def summarize(atoms: Atoms, task: MDTask, writer: H5MDWriter) -> MDResult:
@@ -292,6 +297,7 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float | Schedule, writer: 
 class MDTaskKind(Task):
     kind = "md"
     spec = MDTask
+    result = MDResult
     streams_trajectory = True
     batches_replicas = True
 
@@ -320,7 +326,7 @@ class MDTaskKind(Task):
         outcome = relax(atoms, spec.relax.fmax_eV_A, spec.relax.max_steps, label="pre-relaxation")
         return Prepared(atoms, {"prerelax_converged": outcome.converged, "prerelax_steps": outcome.steps})
 
-    def run(self, context) -> dict:
+    def run(self, context) -> MDResult:
         """Seeded Maxwell-Boltzmann start (or the job's checkpoint), then `run_md`."""
         spec: MDTask = context.spec
         target = spec.schedule or Schedule.constant(context.job.temperature_K)
@@ -329,28 +335,25 @@ class MDTaskKind(Task):
         result = run_md(context.atoms, spec, target, context.writer,
                         context.output.write_every, context.job.name,
                         checkpoint_every=context.output.checkpoint_every, resume=context.resume)
-        entry = result.as_dict()
         if spec.schedule is not None:
-            entry["temperature_schedule_K"] = [list(point) for point in spec.schedule.points]
-            entry["final_target_temperature_K"] = spec.schedule.at(spec.steps)
-        context.writer.write_results("md", entry)
-        return entry
+            result = dataclasses.replace(result, temperature_schedule_K=[list(point) for point in spec.schedule.points],
+                                         final_target_temperature_K=spec.schedule.at(spec.steps))
+        return result
 
-    def report_line(self, entry: dict) -> str:
-        parts = [f"  {entry['file']:<24} {entry['steps']} steps", f"<T> = {entry['mean_temperature_K']:.0f} K",
-                 f"RMS displacement {entry['rms_displacement_A']:.3f} Å"]
-        if entry.get("conserved_energy_drift_eV_per_atom_per_ps") is not None:
-            parts.append(f"conserved-energy drift {entry['conserved_energy_drift_eV_per_atom_per_ps']:.1e} eV/atom/ps")
+    def report_line(self, entry: dict, result: MDResult) -> str:
+        parts = [f"  {entry['file']:<24} {result.steps} steps", f"<T> = {result.mean_temperature_K:.0f} K",
+                 f"RMS displacement {result.rms_displacement_A:.3f} Å"]
+        if result.conserved_energy_drift_eV_per_atom_per_ps is not None:
+            parts.append(f"conserved-energy drift {result.conserved_energy_drift_eV_per_atom_per_ps:.1e} eV/atom/ps")
         return ", ".join(parts)
 
-    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
-        expected = expected_ratio("displacement", corrected.get("softening_scale"))
-        if not raw.get("rms_displacement_A") or expected is None:
+    def comparison_line(self, name: str, raw: MDResult, corrected: MDResult, scale: float | None) -> str | None:
+        expected = expected_ratio("displacement", scale)
+        if not raw.rms_displacement_A or expected is None:
             return None
-        ratio = corrected["rms_displacement_A"] / raw["rms_displacement_A"]
+        ratio = corrected.rms_displacement_A / raw.rms_displacement_A
         return (f"  {name[len('corrected-'):] or 'all'}: corrected/raw RMS displacement = {ratio:.3f} "
-                f"(harmonic expectation {EXPECTED_RATIO_TEXT['displacement']} = {expected:.3f}, "
-                f"s = {corrected['softening_scale']:g})")
+                f"(harmonic expectation {EXPECTED_RATIO_TEXT['displacement']} = {expected:.3f}, s = {scale:g})")
 
 
 TASK = MDTaskKind()

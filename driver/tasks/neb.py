@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from ase import Atoms
@@ -33,6 +33,7 @@ from driver.parallel import serial_comm
 from driver.potential import Results
 from driver.progress import Progress
 from driver.relax import relax
+from driver.results import TaskResult, array, scalar
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import check_min_distance
 from driver.tasks import Prepared, Task, neb_restart
@@ -50,7 +51,7 @@ Evaluator = Callable[[Sequence[Atoms]], list[Results]]
 
 MAX_IMAGES = 100
 SADDLE_TIE_EV = 1e-4  # image energies this close to the highest tie with it (float32 energies: ~1e-5 eV steps)
-ENDPOINT_SUMMARY_KEYS = ("hop_atom", "hop_length_A", "initial_endpoint_hop_shift_A", "final_endpoint_hop_shift_A")
+ENDPOINT_SUMMARY_KEYS = ("hop_atom", "hop_length_A", "initial_endpoint_hop_shift_A", "final_endpoint_hop_shift_A")  # NEBResult's
 
 
 class NEBTask(Strict):
@@ -92,6 +93,39 @@ class NEBTask(Strict):
         if len(given) != 1:
             raise ValueError(f"give exactly one of 'final', 'vacancy_hop' or 'interstitial_hop', got {given or 'none'}")
         return self
+
+
+@dataclass
+class NEBResult(TaskResult):
+    """The converged (or last) band, its barriers, the optimisation history and the sanity verdict
+    (driver.tasks.neb_sanity); the endpoint fields come from the variant's own endpoints."""
+
+    kind: ClassVar[str] = "neb"
+    converged: bool = scalar()
+    iterations: int = scalar()
+    model_calls: int = scalar()
+    max_force_eV_A: float = scalar("eV Angstrom-1")
+    barrier_eV: float = scalar("eV")
+    backward_barrier_eV: float = scalar("eV")
+    reaction_energy_eV: float = scalar("eV")
+    barrier_spline_eV: float = scalar("eV")
+    saddle_image: int = scalar()
+    n_images: int = scalar()
+    suspect: bool = scalar()
+    suspect_reasons: list[str] = scalar()
+    band_file: str = scalar()
+    hop_atom: int | None = scalar(optional=True)
+    hop_length_A: float | None = scalar("Angstrom", optional=True)
+    initial_endpoint_hop_shift_A: float | None = scalar("Angstrom", optional=True)
+    final_endpoint_hop_shift_A: float | None = scalar("Angstrom", optional=True)
+    iteration_energies_eV: np.ndarray = array("eV")
+    iteration_max_force_eV_A: np.ndarray = array("eV Angstrom-1")
+    image_energies_eV: np.ndarray = array("eV")
+    image_positions_A: np.ndarray = array("Angstrom")
+    reaction_coordinate_A: np.ndarray = array("Angstrom")
+    mep_energies_eV: np.ndarray = array("eV")
+    spline_coordinate_A: np.ndarray = array("Angstrom")
+    spline_energies_eV: np.ndarray = array("eV")
 
 
 @dataclass
@@ -219,7 +253,7 @@ def _band_details(energies: np.ndarray, image_max_forces: np.ndarray) -> str:
     return f"max force {image_max_forces.max():.3f} eV/Å, barrier {energies.max() - energies[0]:.3f} eV"
 
 
-def run(context) -> dict:
+def run(context) -> NEBResult:
     task: NEBTask = context.spec
     resume = context.resume
     neb = build_band(context.atoms, context.prepared.final, task, evaluator_for(context), resume)
@@ -296,33 +330,24 @@ def run(context) -> dict:
     band_file = context.out_dir / f"{context.job.name}.neb.extxyz"
     write(band_file, neb.images, format="extxyz")
     summary["band_file"] = band_file.name
-    context.writer.write_results("neb", summary, {
-        "iteration_energies_eV": np.array(iteration_energies),
-        "iteration_max_force_eV_A": np.array(iteration_forces),
-        "image_energies_eV": energies,
-        "image_positions_A": np.array([image.positions for image in neb.images]),
-        "reaction_coordinate_A": np.asarray(fit.path),
-        "mep_energies_eV": np.asarray(fit.energies),
-        "spline_coordinate_A": np.asarray(fit.fit_path),
-        "spline_energies_eV": np.asarray(fit.fit_energies),
-    })
-    return summary
+    return NEBResult(
+        **summary,
+        iteration_energies_eV=np.array(iteration_energies),
+        iteration_max_force_eV_A=np.array(iteration_forces),
+        image_energies_eV=energies,
+        image_positions_A=np.array([image.positions for image in neb.images]),
+        reaction_coordinate_A=np.asarray(fit.path),
+        mep_energies_eV=np.asarray(fit.energies),
+        spline_coordinate_A=np.asarray(fit.fit_path),
+        spline_energies_eV=np.asarray(fit.fit_energies),
+    )
 
 
 class NEBTaskKind(Task):
     kind = "neb"
     spec = NEBTask
     shares_structures = True
-    result_units = {
-        "iteration_energies_eV": "eV",
-        "iteration_max_force_eV_A": "eV Angstrom-1",
-        "image_energies_eV": "eV",
-        "image_positions_A": "Angstrom",
-        "reaction_coordinate_A": "Angstrom",
-        "mep_energies_eV": "eV",
-        "spline_coordinate_A": "Angstrom",
-        "spline_energies_eV": "eV",
-    }
+    result = NEBResult
 
     def resume_state(self, file, spec: NEBTask):
         """The band's newest valid checkpoint (driver.tasks.neb_restart, MD's two sealed slots)."""
@@ -344,26 +369,27 @@ class NEBTaskKind(Task):
     def prepare(self, atoms: Atoms, spec: NEBTask) -> NEBPrepared:
         return prepare_endpoints(atoms, spec)
 
-    def run(self, context) -> dict:
+    def run(self, context) -> NEBResult:
         return run(context)
 
-    def report_line(self, entry: dict) -> str:
-        state = "converged" if entry["converged"] else "NOT converged"
-        line = (f"  {entry['file']:<24} barrier {entry['barrier_eV']:.3f} eV (backward "
-                f"{entry['backward_barrier_eV']:.3f} eV), {state} after {entry['iterations']} iterations, "
-                f"max force {entry['max_force_eV_A']:.3f} eV/Å; band {entry['band_file']}")
-        if entry.get("suspect"):
-            line += f"; SUSPECT: {'; '.join(entry.get('suspect_reasons', []))}"
+    def report_line(self, entry: dict, result: NEBResult) -> str:
+        state = "converged" if result.converged else "NOT converged"
+        line = (f"  {entry['file']:<24} barrier {result.barrier_eV:.3f} eV (backward "
+                f"{result.backward_barrier_eV:.3f} eV), {state} after {result.iterations} iterations, "
+                f"max force {result.max_force_eV_A:.3f} eV/Å; band {result.band_file}")
+        if result.suspect:
+            line += f"; SUSPECT: {'; '.join(result.suspect_reasons)}"
         return line
 
-    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
-        expected = expected_ratio("energy", corrected.get("softening_scale"))
-        if expected is None or not raw.get("barrier_eV"):
+    def comparison_line(self, name: str, raw: NEBResult, corrected: NEBResult, scale: float | None) -> str | None:
+        expected = expected_ratio("energy", scale)
+        if expected is None or not raw.barrier_eV:
             return None
-        ratio = corrected["barrier_eV"] / raw["barrier_eV"]
+        ratio = corrected.barrier_eV / raw.barrier_eV
         line = (f"  NEB: corrected/raw barrier = {ratio:.4f} (scalar correction on the same path: "
                 f"{EXPECTED_RATIO_TEXT['energy']} = {expected:.4f})")
-        suspect = [job for job, entry in ((raw["job"], raw), (name, corrected)) if entry.get("suspect")]
+        raw_name = "raw" + name[len("corrected"):]
+        suspect = [job for job, result in ((raw_name, raw), (name, corrected)) if result.suspect]
         if suspect:
             line += f"; SUSPECT band ({', '.join(suspect)}): the ratio may not compare barriers"
         return line

@@ -11,7 +11,7 @@ import json
 import logging
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import numpy as np
 from ase import Atoms
@@ -23,7 +23,7 @@ from driver.errors import SimulationError
 from driver.points import PointStore, each_point
 from driver.potential import Potential
 from driver.relax import CellRelaxSpec
-from driver.results import JobStatus
+from driver.results import JobStatus, TaskResult, array, file_only, scalar
 from driver.schema import Bool, Int, Strict, bounded
 from driver.structure import check_atom_count, check_periodic
 from driver.tasks import Prepared, Share, Task, evaluate_here, prerelaxed
@@ -195,7 +195,41 @@ def imaginary_modes(qpoints: np.ndarray, frequencies: np.ndarray, named: dict[tu
     return found
 
 
-def run(context) -> dict:
+@dataclass
+class PhononResult(TaskResult):
+    """phonopy's force constants and what follows from them: Γ, the band path, the DOS on the mesh,
+    thermal properties; the mean frequency is the mesh's (driver.tasks.phonons.mean_frequency_THz)."""
+
+    kind: ClassVar[str] = "phonons"
+    n_displacements: int = scalar()
+    supercell_matrix: list[list[int]] = scalar()
+    frequencies_THz: list[float] = scalar("THz")  # at Γ, rounded to 1e-6 THz
+    max_frequency_THz: float = scalar("THz")
+    mean_frequency_THz: float = scalar("THz")
+    imaginary_modes: bool = scalar()
+    imaginary_qpoints: list[str] = scalar()
+    free_energy_300K_kJ_mol: float = scalar("kJ mol-1")
+    heat_capacity_300K_J_K_mol: float = scalar("J K-1 mol-1")
+    phonopy_file: str = scalar()
+    band_labels: str | None = file_only(default=None)  # JSON: the path's labels
+    band_connections: str | None = file_only(default=None)  # JSON: whether each segment joins the next
+    supercell_energy_eV: float | None = file_only(default=None)
+    gamma_frequencies_THz: np.ndarray = array("THz")
+    band_qpoints: np.ndarray = array("1")
+    band_distances: np.ndarray = array("Angstrom-1")
+    band_frequencies_THz: np.ndarray = array("THz")
+    band_segment_lengths: np.ndarray = array("1")
+    dos_frequencies_THz: np.ndarray = array("THz")
+    dos_states_per_THz: np.ndarray = array("THz-1")
+    thermal_temperatures_K: np.ndarray = array("K")
+    free_energy_kJ_mol: np.ndarray = array("kJ mol-1")
+    entropy_J_K_mol: np.ndarray = array("J K-1 mol-1")
+    heat_capacity_J_K_mol: np.ndarray = array("J K-1 mol-1")
+    force_constants_eV_A2: np.ndarray = array("eV Angstrom-2")
+    force_sets_eV_A: np.ndarray = array("eV Angstrom-1")
+
+
+def run(context) -> PhononResult:
     task: PhononTask = context.spec
     phonon = make_phonopy(context.atoms, task)
     n_displacements = len(phonon.supercells_with_displacements)
@@ -255,10 +289,9 @@ def run(context) -> dict:
         "force_constants_eV_A2": phonon.force_constants,
         "force_sets_eV_A": forces,
     }
-    context.writer.write_results("phonons", {**summary, "band_labels": json.dumps(labels),
-                                             "band_connections": json.dumps([bool(c) for c in connections]),
-                                             "supercell_energy_eV": supercell_energy}, arrays)
-    return summary
+    return PhononResult(**summary, band_labels=json.dumps(labels),
+                        band_connections=json.dumps([bool(c) for c in connections]),
+                        supercell_energy_eV=supercell_energy, **arrays)
 
 
 def finalize(out_dir, entries: list[dict]) -> None:
@@ -277,21 +310,7 @@ class PhononTaskKind(Task):
     kind = "phonons"
     spec = PhononTask
     shares_structures = True
-    result_units = {
-        "gamma_frequencies_THz": "THz",
-        "band_qpoints": "1",  # reduced coordinates of the reciprocal lattice
-        "band_distances": "Angstrom-1",  # phonopy's path length, reciprocal lattice without 2π
-        "band_frequencies_THz": "THz",
-        "band_segment_lengths": "1",  # q-points per segment
-        "dos_frequencies_THz": "THz",
-        "dos_states_per_THz": "THz-1",
-        "thermal_temperatures_K": "K",
-        "free_energy_kJ_mol": "kJ mol-1",
-        "entropy_J_K_mol": "J K-1 mol-1",
-        "heat_capacity_J_K_mol": "J K-1 mol-1",
-        "force_constants_eV_A2": "eV Angstrom-2",
-        "force_sets_eV_A": "eV Angstrom-1",
-    }
+    result = PhononResult
 
     def check(self, spec: PhononTask, atoms: Atoms, structure: StructureSpec) -> None:
         super().check(spec, atoms, structure)
@@ -307,21 +326,22 @@ class PhononTaskKind(Task):
     def needs_stress(self, spec: PhononTask) -> bool:
         return spec.relax is not None and spec.relax.relax_cell
 
-    def run(self, context) -> dict:
+    def run(self, context) -> PhononResult:
         return run(context)
 
-    def report_line(self, entry: dict) -> str:
-        gamma = ", ".join(f"{f:.2f}" for f in entry["frequencies_THz"])
-        line = f"  {entry['file']:<24} Γ frequencies (THz): {gamma}; max {entry['max_frequency_THz']:.2f} THz"
-        if entry["imaginary_modes"]:
-            line += f"; IMAGINARY modes at {', '.join(entry['imaginary_qpoints'])}"
+    def report_line(self, entry: dict, result: PhononResult) -> str:
+        gamma = ", ".join(f"{f:.2f}" for f in result.frequencies_THz)
+        line = f"  {entry['file']:<24} Γ frequencies (THz): {gamma}; max {result.max_frequency_THz:.2f} THz"
+        if result.imaginary_modes:
+            line += f"; IMAGINARY modes at {', '.join(result.imaginary_qpoints)}"
         return line + (f"; plot {entry['plot']}" if entry.get("plot") else "")
 
-    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
-        expected = expected_ratio("frequency", corrected.get("softening_scale"))
-        if expected is None or not raw.get("mean_frequency_THz"):
+    def comparison_line(self, name: str, raw: PhononResult, corrected: PhononResult,
+                        scale: float | None) -> str | None:
+        expected = expected_ratio("frequency", scale)
+        if expected is None or not raw.mean_frequency_THz:
             return None
-        ratio = corrected["mean_frequency_THz"] / raw["mean_frequency_THz"]
+        ratio = corrected.mean_frequency_THz / raw.mean_frequency_THz
         return (f"  phonons: corrected/raw mean frequency = {ratio:.4f} "
                 f"(exact for the scalar correction: {EXPECTED_RATIO_TEXT['frequency']} = {expected:.4f})")
 

@@ -10,9 +10,11 @@ stresses are divided by s, so at zero pressure the minimum is the raw one.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
+import numpy as np
 from ase import Atoms
 from ase.io import write
 from pydantic import Field
@@ -20,6 +22,7 @@ from pydantic import Field
 from driver.errors import InputError, OutputError, first_line
 from driver.points import PointStore
 from driver.relax import Optimizer, relax
+from driver.results import TaskResult, array, scalar
 from driver.schema import Bool, Strict, bounded
 from driver.structure import check_periodic
 from driver.tasks import Task
@@ -46,6 +49,26 @@ class RelaxTask(Strict):
     write_every: bounded(int, ge=1, le=10**7) = Field(1, description="optimizer steps between stored frames")
 
 
+@dataclass
+class RelaxResult(TaskResult):
+    """The relaxed (or, not converged, the last) structure and how the relaxation went."""
+
+    kind: ClassVar[str] = "relax"
+    converged: bool = scalar()
+    steps: int = scalar()
+    fmax_eV_A: float = scalar("eV Angstrom-1")
+    initial_energy_eV: float = scalar("eV")
+    final_energy_eV: float = scalar("eV")
+    energy_change_eV: float = scalar("eV")
+    volume_A3: float = scalar("Angstrom^3")
+    volume_change: float = scalar()  # relative: V/V_start - 1
+    cell_lengths_A: list[float] = scalar("Angstrom")
+    cell_angles_deg: list[float] = scalar("degree")
+    structure_files: list[str] = scalar()
+    positions_A: np.ndarray = array("Angstrom")
+    cell_A: np.ndarray = array("Angstrom")
+
+
 def relaxed_structure_paths(out_dir: Path, job: str) -> dict[str, Path]:
     return {name: out_dir / (f"{job}.POSCAR" if name == "POSCAR" else f"{job}.relaxed.{name}")
             for name in STRUCTURE_FORMATS}
@@ -61,7 +84,7 @@ def write_structure(atoms: Atoms, paths: dict[str, Path]) -> None:
         raise OutputError(f"{paths['cif'].parent}: cannot write the relaxed structure ({first_line(exc)})") from None
 
 
-def run(context) -> dict:
+def run(context) -> RelaxResult:
     spec: RelaxTask = context.spec
     atoms, writer = context.atoms, context.writer
     store = PointStore(writer)
@@ -94,28 +117,21 @@ def run(context) -> dict:
         log.warning("%s: relaxation NOT converged after %d steps (fmax %.4f > %.4f eV/Å); the last structure is "
                     "kept in %s", context.job.name, steps, outcome.fmax_eV_A, spec.fmax_eV_A, paths["cif"].name)
     lengths, angles = atoms.cell.cellpar()[:3], atoms.cell.cellpar()[3:]
-    summary = {
-        "converged": outcome.converged,
-        "steps": steps,
-        "fmax_eV_A": outcome.fmax_eV_A,
-        "initial_energy_eV": energy_start,
-        "final_energy_eV": float(atoms.get_potential_energy()),
-        "energy_change_eV": float(atoms.get_potential_energy()) - energy_start,
-        "volume_A3": float(atoms.get_volume()),
-        "volume_change": float(atoms.get_volume()) / volume_start - 1.0,
-        "cell_lengths_A": [round(float(x), 6) for x in lengths],
-        "cell_angles_deg": [round(float(x), 4) for x in angles],
-        "structure_files": [path.name for path in paths.values()],
-    }
-    context.writer.write_results("relax", summary, {"positions_A": atoms.get_positions(), "cell_A": atoms.cell[:]})
-    return summary
+    final_energy = float(atoms.get_potential_energy())
+    return RelaxResult(
+        converged=outcome.converged, steps=steps, fmax_eV_A=outcome.fmax_eV_A, initial_energy_eV=energy_start,
+        final_energy_eV=final_energy, energy_change_eV=final_energy - energy_start,
+        volume_A3=float(atoms.get_volume()), volume_change=float(atoms.get_volume()) / volume_start - 1.0,
+        cell_lengths_A=[round(float(x), 6) for x in lengths], cell_angles_deg=[round(float(x), 4) for x in angles],
+        structure_files=[path.name for path in paths.values()],
+        positions_A=atoms.get_positions(), cell_A=atoms.cell[:])
 
 
 class RelaxTaskKind(Task):
     kind = "relax"
     spec = RelaxTask
     streams_trajectory = True
-    result_units = {"positions_A": "Angstrom", "cell_A": "Angstrom"}
+    result = RelaxResult
 
     def check(self, spec: RelaxTask, atoms: Atoms, structure: StructureSpec) -> None:
         super().check(spec, atoms, structure)
@@ -127,21 +143,19 @@ class RelaxTaskKind(Task):
     def needs_stress(self, spec: RelaxTask) -> bool:
         return spec.cell
 
-    def run(self, context) -> dict:
+    def run(self, context) -> RelaxResult:
         return run(context)
 
-    def report_line(self, entry: dict) -> str:
-        state = "converged" if entry["converged"] else "NOT converged (last structure kept)"
-        return (f"  {entry['file']:<24} {state} in {entry['steps']} steps, fmax {entry['fmax_eV_A']:.4f} eV/Å, "
-                f"ΔE {entry['energy_change_eV']:+.4f} eV, V {entry['volume_A3']:.3f} Å^3 "
-                f"({100 * entry['volume_change']:+.2f}%); {entry['structure_files'][0]}")
+    def report_line(self, entry: dict, result: RelaxResult) -> str:
+        state = "converged" if result.converged else "NOT converged (last structure kept)"
+        return (f"  {entry['file']:<24} {state} in {result.steps} steps, fmax {result.fmax_eV_A:.4f} eV/Å, "
+                f"ΔE {result.energy_change_eV:+.4f} eV, V {result.volume_A3:.3f} Å^3 "
+                f"({100 * result.volume_change:+.2f}%); {result.structure_files[0]}")
 
-    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
-        if raw.get("volume_A3") is None or corrected.get("volume_A3") is None:
-            return None
-        ratio = corrected["volume_A3"] / raw["volume_A3"]
+    def comparison_line(self, name: str, raw: RelaxResult, corrected: RelaxResult, scale: float | None) -> str | None:
+        ratio = corrected.volume_A3 / raw.volume_A3
         return (f"  relax: corrected/raw relaxed volume = {ratio:.5f}, relaxation energy "
-                f"{corrected['energy_change_eV']:+.4f} vs {raw['energy_change_eV']:+.4f} eV "
+                f"{corrected.energy_change_eV:+.4f} vs {raw.energy_change_eV:+.4f} eV "
                 f"(exact for the scalar correction at zero pressure: the same minimum, volume ratio 1, "
                 f"energy change x 1/s)")
 

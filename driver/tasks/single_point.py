@@ -10,8 +10,9 @@ each chunk is a restart point (driver.points), so `--resume` evaluates only the 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import h5py
 import numpy as np
@@ -22,7 +23,7 @@ from driver.errors import InputError
 from driver.labels import reference_energy, reference_forces
 from driver.points import PointStore, each_point
 from driver.potential import Property
-from driver.results import JobStatus
+from driver.results import JobStatus, TaskResult, array, scalar
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import read_frames
 from driver.tasks import Task
@@ -66,7 +67,35 @@ def labels_of(frames: list[Atoms], spec: SinglePointTask) -> tuple[list[np.ndarr
     return forces, energies
 
 
-def run(context) -> dict:
+@dataclass
+class SinglePointResult(TaskResult):
+    """Energies, forces (and stresses) of every frame; errors against the frames' own labels
+    where they carry them (the optional fields, absent otherwise)."""
+
+    kind: ClassVar[str] = "single_point"
+    n_frames: int = scalar()
+    frames_file: str = scalar()
+    index: str | int = scalar()
+    energy_undefined_frames: int = scalar()  # frames of another composition: no corrected energy
+    mean_energy_per_atom_eV: float | None = scalar("eV")
+    max_force_eV_A: float = scalar("eV Angstrom-1")
+    reference_forces_frames: int = scalar()
+    reference_energy_frames: int = scalar()
+    force_mae_eV_A: float | None = scalar("eV Angstrom-1", optional=True)
+    force_rmse_eV_A: float | None = scalar("eV Angstrom-1", optional=True)
+    force_slope: float | None = scalar(optional=True)
+    energy_mae_per_atom_eV: float | None = scalar("eV", optional=True)
+    energy_rmse_per_atom_eV: float | None = scalar("eV", optional=True)
+    relative_energy_mae_per_atom_eV: float | None = scalar("eV", optional=True)
+    energies_eV: np.ndarray = array("eV")
+    forces_eV_A: np.ndarray = array("eV Angstrom-1")
+    n_atoms: np.ndarray = array("1")
+    stresses_eV_A3: np.ndarray | None = array("eV Angstrom-3")
+    reference_forces_eV_A: np.ndarray | None = array("eV Angstrom-1")
+    labelled_forces_eV_A: np.ndarray | None = array("eV Angstrom-1")
+
+
+def run(context) -> SinglePointResult:
     spec: SinglePointTask = context.spec
     path = Path(spec.frames or context.structure_file)
     frames = read_labelled_frames(path, spec.index)
@@ -105,8 +134,7 @@ def run(context) -> dict:
                                   if len(undefined) < len(frames) else None,
                                   "max_force_eV_A": float(np.linalg.norm(forces, axis=1).max())}
     summary.update(errors_against_labels(energies, forces, n_atoms, ref_energies, ref_forces, arrays))
-    context.writer.write_results("single_point", summary, arrays)
-    return summary
+    return SinglePointResult(**summary, **arrays)
 
 
 def errors_against_labels(energies: np.ndarray, forces: np.ndarray, n_atoms: np.ndarray,
@@ -167,11 +195,14 @@ def finalize(out_dir: Path, entries: list[dict]) -> None:
         entry["plot"] = "parity.png"
 
 
+def _slope(value: float | None) -> str:
+    return "undefined (zero reference forces)" if value is None else f"{value:.3f}"
+
+
 class SinglePointTaskKind(Task):
     kind = "single_point"
     spec = SinglePointTask
-    result_units = {"energies_eV": "eV", "forces_eV_A": "eV Angstrom-1", "stresses_eV_A3": "eV Angstrom-3",
-                    "n_atoms": "1", "reference_forces_eV_A": "eV Angstrom-1", "labelled_forces_eV_A": "eV Angstrom-1"}
+    result = SinglePointResult
 
     def check(self, spec: SinglePointTask, atoms: Atoms, structure: StructureSpec) -> None:
         """The frames must be readable before any model loads (driver validate reads them too)."""
@@ -182,29 +213,30 @@ class SinglePointTaskKind(Task):
     def needs_stress(self, spec: SinglePointTask) -> bool:
         return spec.stress
 
-    def run(self, context) -> dict:
+    def run(self, context) -> SinglePointResult:
         return run(context)
 
-    def report_line(self, entry: dict) -> str:
-        mean = entry.get("mean_energy_per_atom_eV")
-        line = (f"  {entry['file']:<24} {entry['n_frames']} frames, <E>/atom "
-                f"{'undefined' if mean is None else f'{mean:.4f} eV'}, max |F| {entry['max_force_eV_A']:.3f} eV/Å")
-        if entry.get("force_mae_eV_A") is not None:
-            line += (f"; vs reference ({entry['reference_forces_frames']} frames): force MAE "
-                     f"{entry['force_mae_eV_A']:.4f} eV/Å, slope {entry['force_slope']:.3f}")
-        if entry.get("energy_mae_per_atom_eV") is not None:
-            line += f", energy MAE {1000 * entry['energy_mae_per_atom_eV']:.1f} meV/atom"
-        if entry.get("energy_undefined_frames"):
-            line += f" ({entry['energy_undefined_frames']} frames of another composition: no corrected energy)"
+    def report_line(self, entry: dict, result: SinglePointResult) -> str:
+        mean = result.mean_energy_per_atom_eV
+        line = (f"  {entry['file']:<24} {result.n_frames} frames, <E>/atom "
+                f"{'undefined' if mean is None else f'{mean:.4f} eV'}, max |F| {result.max_force_eV_A:.3f} eV/Å")
+        if result.force_mae_eV_A is not None:
+            line += (f"; vs reference ({result.reference_forces_frames} frames): force MAE "
+                     f"{result.force_mae_eV_A:.4f} eV/Å, slope {_slope(result.force_slope)}")
+        if result.energy_mae_per_atom_eV is not None:
+            line += f", energy MAE {1000 * result.energy_mae_per_atom_eV:.1f} meV/atom"
+        if result.energy_undefined_frames:
+            line += f" ({result.energy_undefined_frames} frames of another composition: no corrected energy)"
         return line + (f"; plot {entry['plot']}" if entry.get("plot") else "")
 
-    def comparison_line(self, name: str, raw: dict, corrected: dict) -> str | None:
-        if raw.get("force_mae_eV_A") is None or corrected.get("force_mae_eV_A") is None:
+    def comparison_line(self, name: str, raw: SinglePointResult, corrected: SinglePointResult,
+                        scale: float | None) -> str | None:
+        if raw.force_mae_eV_A is None or corrected.force_mae_eV_A is None:
             return None
-        line = (f"  single_point: force MAE vs reference {raw['force_mae_eV_A']:.4f} (raw) -> "
-                f"{corrected['force_mae_eV_A']:.4f} eV/Å (corrected); slope {raw['force_slope']:.3f} -> "
-                f"{corrected['force_slope']:.3f} (1 is the reference's stiffness)")
-        if corrected["force_mae_eV_A"] > raw["force_mae_eV_A"]:
+        line = (f"  single_point: force MAE vs reference {raw.force_mae_eV_A:.4f} (raw) -> "
+                f"{corrected.force_mae_eV_A:.4f} eV/Å (corrected); slope {_slope(raw.force_slope)} -> "
+                f"{_slope(corrected.force_slope)} (1 is the reference's stiffness)")
+        if corrected.force_mae_eV_A > raw.force_mae_eV_A:
             line += ("\n  WARNING: the correction makes these forces WORSE: its s was not fitted on structures like "
                      "these (driver fit on their labels gives theirs)")
         return line
