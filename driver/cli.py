@@ -134,7 +134,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from driver.analysis import compare_run
+    from driver.compare import compare_run
 
     charges = {}
     for item in args.charge or []:

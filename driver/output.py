@@ -280,15 +280,7 @@ class H5MDWriter:
     def write_result(self, result: TaskResult) -> None:
         """A task's result as /results/<kind>: its scalars as attributes, its arrays as datasets,
         each with the unit its field declares (driver.results)."""
-        group = self.file.require_group(f"results/{result.kind}")
-        self.write_attributes(group.name, result.attributes())
-        units = result.units()
-        for key, array in result.arrays().items():
-            if key in group:
-                del group[key]
-            dataset = group.create_dataset(key, data=array)
-            if key in units:
-                dataset.attrs["unit"] = units[key]
+        result.to_h5(self.file.require_group(f"results/{result.kind}"))
 
     def _drop_partial_frame(self) -> None:
         """An exception or signal inside `append` can leave step/time or some values one frame

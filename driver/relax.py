@@ -6,7 +6,6 @@ them from a recipe and reports progress the way MD does."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +14,7 @@ from ase import Atoms, units
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
 
+from driver.observers import StepObservers
 from driver.parallel import serial_comm
 from driver.progress import Progress
 from driver.schema import Bool, Strict, bounded
@@ -51,16 +51,14 @@ class Relaxation:
         return f"{state} after {self.steps} steps (fmax {self.fmax_eV_A:.4f} eV/Å)"
 
 
-StepHook = Callable[[int, Atoms], None]  # called after every optimizer step (checkpoints)
-
-
 def relax(atoms: Atoms, fmax_eV_A: float, max_steps: int, cell: bool = False, label: str = "relaxation",
           optimizer: Optimizer = "fire", pressure_GPa: float = 0.0, symmetry: bool = False,
-          on_step: StepHook | None = None, first_step: int = 0) -> Relaxation:
+          observers: StepObservers | None = None, first_step: int = 0) -> Relaxation:
     """Relax `atoms` in place (it must carry its calculator) until every force (and, with `cell`,
     the stress times the volume, against `pressure_GPa`) is below fmax or `max_steps` are taken.
     `symmetry`: ASE's FixSymmetry keeps the starting space group (spglib finds it). `first_step`:
-    a resumed relaxation's steps so far (numbers the progress lines and the hook's steps)."""
+    a resumed relaxation's steps so far (numbers the progress lines and the observers' steps).
+    `observers` (driver.observers) see every step: a task's frames, checkpoints and stop."""
     if symmetry:
         from ase.constraints import FixSymmetry
 
@@ -72,8 +70,8 @@ def relax(atoms: Atoms, fmax_eV_A: float, max_steps: int, cell: bool = False, la
     def report() -> None:
         step = first_step + int(dynamics.nsteps)
         progress.update(step, f"fmax {_fmax(target):.4f} eV/Å  E {atoms.get_potential_energy():.6f} eV")
-        if on_step is not None:
-            on_step(step, atoms)
+        if observers is not None:
+            observers.at(step)
 
     dynamics.attach(report, interval=1)
     converged = bool(dynamics.run(fmax=fmax_eV_A, steps=max_steps))

@@ -102,6 +102,18 @@ class TaskResult:
     def arrays(self) -> dict[str, np.ndarray]:
         return {name: np.asarray(value) for name, value in self._present("array").items()}
 
+    def to_h5(self, group) -> None:
+        """Into a job file's /results/<kind> group (h5py): attributes, and datasets with units."""
+        for key, value in self.attributes().items():
+            group.attrs[key] = to_attribute(value)
+        units = self.units()
+        for key, value in self.arrays().items():
+            if key in group:
+                del group[key]
+            dataset = group.create_dataset(key, data=value)
+            if key in units:
+                dataset.attrs["unit"] = units[key]
+
     def status(self) -> JobStatus:
         return JobStatus.of_result(self.scalars())
 

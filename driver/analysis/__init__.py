@@ -1,8 +1,4 @@
-"""Analysis of finished runs: diffusion (MSD, D, Arrhenius), RDFs, raw-vs-corrected comparison.
-
-`compare_run(out_dir)` is what `driver compare OUT_DIR` calls.
+"""Analysis of MD trajectories: diffusion (MSD, D, Arrhenius), RDFs, and the figures of a
+comparison. Tasks' `driver compare` sections (driver.tasks.md_compare) build on it; the command
+itself is driver.compare.
 """
-
-from driver.analysis.compare import Comparison, compare_run
-
-__all__ = ["Comparison", "compare_run"]

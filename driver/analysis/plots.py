@@ -1,4 +1,5 @@
-"""PNG figures of a comparison, raw solid and corrected dashed, one colour per temperature."""
+"""PNG figures of a comparison, raw solid and corrected dashed, one colour per temperature (MD);
+`pyplot`, `save_figure` and `STYLE` serve every task's comparison figures."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from driver.analysis.md import MDAnalysis
 STYLE = {"raw": "-", "corrected": "--"}
 
 
-def _pyplot():
+def pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
@@ -30,15 +31,15 @@ def _colour(runs: list[MDAnalysis], run: MDAnalysis):
     return palette(0.85 * position)
 
 
-def _save(figure, path: Path) -> Path:
+def save_figure(figure, path: Path) -> Path:
     figure.tight_layout()
     figure.savefig(path)
-    _pyplot().close(figure)
+    pyplot().close(figure)
     return path
 
 
 def plot_msd(path: Path, runs: list[MDAnalysis]) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     symbols = sorted({s for run in runs for s in run.species})
     figure, axes = plt.subplots(1, len(symbols), figsize=(4.5 * len(symbols), 3.8), dpi=110, squeeze=False)
     for axis, symbol in zip(axes[0], symbols, strict=True):
@@ -48,22 +49,22 @@ def plot_msd(path: Path, runs: list[MDAnalysis]) -> Path:
                           color=_colour(runs, run), label=run.job)
         axis.set(title=f"{symbol}: MSD (time-origin averaged)", xlabel="lag time (ps)", ylabel="MSD (Å²)")
         axis.legend(fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_rdf(path: Path, runs: list[MDAnalysis]) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 3.8), dpi=110)
     for run in runs:
         if run.rdf is not None:
             axis.plot(run.rdf[0], run.rdf[1], STYLE.get(run.variant, ":"), color=_colour(runs, run), label=run.job)
     axis.set(title="total g(r), second half of each run", xlabel="r (Å)", ylabel="g(r)")
     axis.legend(fontsize=7)
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_traces(path: Path, runs: list[MDAnalysis]) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     figure, (temperature, energy) = plt.subplots(2, 1, figsize=(6, 5.5), dpi=110, sharex=True)
     for run in runs:
         colour, style = _colour(runs, run), STYLE.get(run.variant, ":")
@@ -77,11 +78,11 @@ def plot_traces(path: Path, runs: list[MDAnalysis]) -> Path:
     temperature.set(ylabel="T (K)")
     temperature.legend(fontsize=7)
     energy.set(xlabel="time (ps)", ylabel="E_pot − E_pot(0) (eV/atom)")
-    return _save(figure, path)
+    return save_figure(figure, path)
 
 
 def plot_arrhenius(path: Path, runs: list[MDAnalysis], fits: dict[tuple[str, str], ArrheniusFit]) -> Path:
-    plt = _pyplot()
+    plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.5, 4), dpi=110)
     markers = {"raw": "o", "corrected": "s"}
     for (variant, symbol) in sorted({(r.variant, s) for r in runs for s in r.species}):
@@ -101,18 +102,4 @@ def plot_arrhenius(path: Path, runs: list[MDAnalysis], fits: dict[tuple[str, str
                       color=line[0].get_color())
     axis.set(yscale="log", xlabel="1000 / T (1/K)", ylabel="D (cm²/s)", title="Arrhenius")
     axis.legend(fontsize=7)
-    return _save(figure, path)
-
-
-def plot_neb(path: Path, paths: list[tuple[str, dict]]) -> Path:
-    plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(5.5, 4), dpi=110)
-    for name, data in paths:
-        style = STYLE.get(name.split("-")[0], ":")
-        line = axis.plot(data["reaction_coordinate_A"], data["mep_energies_eV"], "o")[0]
-        if "spline_coordinate_A" in data:
-            axis.plot(data["spline_coordinate_A"], data["spline_energies_eV"], style, color=line.get_color(),
-                      label=f"{name}: barrier {data['barrier_eV']:.3f} eV")
-    axis.set(xlabel="reaction coordinate (Å)", ylabel="energy relative to initial (eV)", title="minimum energy paths")
-    axis.legend(fontsize=8)
-    return _save(figure, path)
+    return save_figure(figure, path)

@@ -80,6 +80,41 @@ class JobContext:
     structure_file: str = ""  # the recipe's structure file, for tasks that read all its frames
 
 
+@dataclass
+class FinishedJob:
+    """A job `driver compare` reads: its summary entry and its file."""
+
+    entry: dict
+    path: Path
+
+
+@dataclass
+class CompareOptions:
+    """What `driver compare` was asked for; `charges` and `window` are the MD analysis's."""
+
+    out_dir: Path
+    charges: dict[str, float] | None = None
+    window: tuple[float, float] = (0.1, 0.5)
+    plots: bool = True
+
+
+@dataclass
+class CompareSection:
+    """One task kind's part of `driver compare` and report.md: tables ("title\nmarkdown"), the
+    measured raw-vs-corrected relations beside the correction's predictions, notes, plot files."""
+
+    tables: list[str] = field(default_factory=list)
+    relations: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    plots: list[Path] = field(default_factory=list)
+
+
+def markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    """A pipe table (GitHub Markdown), as compare sections print it and report.md renders it."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
 class Task(Generic[SpecT, ResultT]):
     """The protocol, generic over the task's recipe spec and its result type; the defaults suit a
     task with one job per variant and no trajectory."""
@@ -136,6 +171,13 @@ class Task(Generic[SpecT, ResultT]):
 
     def finalize(self, out_dir: Path, entries: list[dict]) -> None:
         """After every job of the run (rank 0): plots across jobs."""
+
+    def compare_section(self, jobs: list[FinishedJob], options: CompareOptions) -> CompareSection:
+        """This kind's part of `driver compare`. The default: each job's report line, and the same
+        raw-vs-corrected lines the run report prints."""
+        table = "\n".join([f"{self.kind}:", *(job_line(self, job.entry) for job in jobs)])
+        relations = [line.strip() for line in comparison_lines(self, [job.entry for job in jobs])]
+        return CompareSection(tables=[table], relations=relations)
 
 
 def job_line(task: Task, entry: dict) -> str:

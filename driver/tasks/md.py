@@ -25,6 +25,7 @@ from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.ensembles import ENSEMBLES, EnsembleName
 from driver.errors import InputError, OutputError, SimulationError
 from driver.jobs import Job
+from driver.observers import StepObservers
 from driver.output import H5MDWriter
 from driver.parallel import serial_comm
 from driver.progress import Progress
@@ -247,7 +248,6 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float | Schedule, writer: 
     if schedule.varies:
         set_target_temperature(integrator, schedule.at(integrator.nsteps))
     with_cell = ENSEMBLES[task.ensemble].moves_cell
-    saved_step = [resume.step if resume is not None else -1]
     progress = Progress(log, label, task.steps, start=integrator.nsteps)
 
     def follow_schedule() -> None:  # after step n: the next step integrates at T(n)
@@ -267,30 +267,21 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float | Schedule, writer: 
         target = f" (target {target_K:.0f} K)" if schedule.varies else ""
         progress.update(step, f"T={values['temperature']:.0f} K{target}  Epot={values['potential_energy']:.4f} eV")
 
-    def save() -> None:
-        if checkpoint_every and saved_step[0] != integrator.nsteps:
-            writer.checkpoint(capture(atoms, integrator, writer.frames))
-            saved_step[0] = integrator.nsteps
-
-    def honour_stop() -> None:  # SIGTERM/SIGINT: checkpoint this step, then stop
-        if interrupt.stop_requested():
-            save()
-            interrupt.raise_if_requested()
-
+    observers = StepObservers(
+        lambda: integrator.nsteps, record=record, record_every=write_every,
+        checkpoint=(lambda: writer.checkpoint(capture(atoms, integrator, writer.frames))) if checkpoint_every else None,
+        checkpoint_every=checkpoint_every, checkpointed_at=resume.step if resume is not None else None)
     if schedule.varies:
         integrator.attach(follow_schedule, interval=1)
-    integrator.attach(record, interval=write_every)
-    if checkpoint_every:
-        integrator.attach(save, interval=checkpoint_every)
-    integrator.attach(honour_stop, interval=1)
+    integrator.attach(observers, interval=1)
     with interrupt.deferred():
         try:
             integrator.run(task.steps - integrator.nsteps)
         except OutputError:  # stopped for lack of disk space: checkpoint if the file still takes writes
             if not writer.failed:
-                save()
+                observers.save()
             raise
-        save()  # the final state: a resume of a finished run has nothing left to integrate
+        observers.save()  # the final state: a resume of a finished run has nothing left to integrate
     return summarize(atoms, task, writer)
 
 
@@ -346,6 +337,12 @@ class MDTaskKind(Task):
         if result.conserved_energy_drift_eV_per_atom_per_ps is not None:
             parts.append(f"conserved-energy drift {result.conserved_energy_drift_eV_per_atom_per_ps:.1e} eV/atom/ps")
         return ", ".join(parts)
+
+    def compare_section(self, jobs, options):
+        """Diffusivities, conductivities and Arrhenius fits from the trajectories (driver.tasks.md_compare)."""
+        from driver.tasks.md_compare import compare_section
+
+        return compare_section(jobs, options)
 
     def comparison_line(self, name: str, raw: MDResult, corrected: MDResult, scale: float | None) -> str | None:
         expected = expected_ratio("displacement", scale)

@@ -25,20 +25,21 @@ from ase.mep import NEB
 from ase.mep.neb import NEBOptimizer
 from ase.optimize import BFGS, FIRE
 from ase.utils.forcecurve import fit_images
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field
 
 from driver import interrupt
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
+from driver.observers import StepObservers
 from driver.parallel import serial_comm
 from driver.potential import Results
 from driver.progress import Progress
 from driver.relax import relax
 from driver.results import TaskResult, array, scalar
-from driver.schema import Bool, Strict, bounded, resolve_existing
+from driver.schema import Bool, bounded
 from driver.structure import check_min_distance
 from driver.tasks import Prepared, Task, neb_restart
 from driver.tasks.hop_geometry import check_hop_well_posed
-from driver.tasks.neb_endpoints import InterstitialHop, VacancyHop, build_endpoints
+from driver.tasks.neb_endpoints import EndpointsSpec, build_endpoints
 from driver.tasks.neb_sanity import hop_atom_shift, suspect_reasons
 
 if TYPE_CHECKING:
@@ -54,13 +55,11 @@ SADDLE_TIE_EV = 1e-4  # image energies this close to the highest tie with it (fl
 ENDPOINT_SUMMARY_KEYS = ("hop_atom", "hop_length_A", "initial_endpoint_hop_shift_A", "final_endpoint_hop_shift_A")  # NEBResult's
 
 
-class NEBTask(Strict):
-    """Minimum-energy path between two endpoints with ASE's NEB; one job per variant."""
+class NEBTask(EndpointsSpec):
+    """Minimum-energy path between two endpoints with ASE's NEB; one job per variant. The
+    endpoints (`final`, `vacancy_hop` or `interstitial_hop`) are driver.tasks.neb_endpoints'."""
 
     kind: Literal["neb"]
-    final: str | None = Field(None, description="final endpoint file; `structure` is then the initial one")
-    vacancy_hop: VacancyHop | None = None
-    interstitial_hop: InterstitialHop | None = None
     relax_endpoints: Bool = True
     endpoint_fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.02
     endpoint_max_steps: bounded(int, ge=1, le=10**7) = 500
@@ -81,18 +80,6 @@ class NEBTask(Strict):
     batch_size: bounded(int, ge=1, le=10**5) | None = None
     checkpoint_every: bounded(int, ge=1, le=10**7) = Field(
         10, description="NEB iterations between restart checkpoints in the job's file (driver run --resume)")
-
-    @field_validator("final")
-    @classmethod
-    def _final_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
-        return resolve_existing(value, info, "final endpoint file")
-
-    @model_validator(mode="after")
-    def _one_endpoint_rule(self) -> NEBTask:
-        given = [name for name in ("final", "vacancy_hop", "interstitial_hop") if getattr(self, name) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of 'final', 'vacancy_hop' or 'interstitial_hop', got {given or 'none'}")
-        return self
 
 
 @dataclass
@@ -268,7 +255,6 @@ def run(context) -> NEBResult:
         neb.get_forces()  # the stored band, already recorded: the optimizer's first look is not an iteration
         recorded_at_call.append(neb.model_calls)
     progress = Progress(log, f"{context.job.name} NEB", task.max_steps, start=optimizer.nsteps, unit="iteration")
-    saved_at = [optimizer.nsteps]
 
     def record() -> None:
         if recorded_at_call and recorded_at_call[-1] == neb.model_calls:
@@ -279,21 +265,14 @@ def run(context) -> NEBResult:
         progress.update(len(iteration_energies) - 1, _band_details(iteration_energies[-1], iteration_forces[-1]))
 
     def save() -> None:
-        if saved_at[0] != optimizer.nsteps:
-            context.writer.checkpoint(neb_restart.capture(neb.images, optimizer, iteration_energies,
-                                                          iteration_forces, neb.model_calls,
-                                                          context.writer.frames))
-            saved_at[0] = optimizer.nsteps
+        context.writer.checkpoint(neb_restart.capture(neb.images, optimizer, iteration_energies, iteration_forces,
+                                                      neb.model_calls, context.writer.frames))
 
-    def observe() -> None:
-        record()
-        if optimizer.nsteps % task.checkpoint_every == 0:
-            save()
-        if interrupt.stop_requested():  # SIGTERM/SIGINT: checkpoint this band, then stop
-            save()
-            interrupt.raise_if_requested()
-
-    optimizer.attach(observe, interval=1)
+    # Every iteration recorded (record() skips a band it has seen), a checkpoint every
+    # checkpoint_every iterations, and the band checkpointed on SIGTERM/SIGINT before stopping.
+    optimizer.attach(StepObservers(lambda: optimizer.nsteps, record=record, checkpoint=save,
+                                   checkpoint_every=task.checkpoint_every, checkpointed_at=optimizer.nsteps),
+                     interval=1)
     with interrupt.deferred():
         optimizer.run(fmax=task.fmax_eV_A, steps=max(0, task.max_steps - optimizer.nsteps))
     converged = neb.converged_to(task.fmax_eV_A)
@@ -380,6 +359,18 @@ class NEBTaskKind(Task):
         if result.suspect:
             line += f"; SUSPECT: {'; '.join(result.suspect_reasons)}"
         return line
+
+    def compare_section(self, jobs, options):
+        """Barriers of every band and the MEPs overlaid (driver.tasks.neb_compare)."""
+        import h5py
+
+        from driver.tasks.neb_compare import compare_section
+
+        bands = {}
+        for job in jobs:
+            with h5py.File(job.path, "r") as handle:
+                bands[job.entry["job"]] = NEBResult.from_h5(handle["results/neb"])
+        return compare_section(jobs, bands, options)
 
     def comparison_line(self, name: str, raw: NEBResult, corrected: NEBResult, scale: float | None) -> str | None:
         expected = expected_ratio("energy", scale)

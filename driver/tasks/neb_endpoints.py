@@ -5,20 +5,16 @@ length, which the NEB sanity checks (driver.tasks.neb_sanity) measure endpoint r
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import numpy as np
 from ase import Atoms
 from ase.geometry import find_mic
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from driver.errors import InputError
-from driver.schema import Strict, bounded
+from driver.schema import Strict, bounded, resolve_existing
 from driver.structure import read_with_ase
-
-if TYPE_CHECKING:
-    from driver.tasks.neb import NEBTask
-
 
 Fraction = bounded(ge=0, le=1)  # a fractional coordinate inside the cell
 NEAREST_TIE_A = 1e-6  # distances (or moves) this close to the extreme one tie with it: the lowest index wins
@@ -40,6 +36,27 @@ class InterstitialHop(Strict):
     species: str
     from_fractional: tuple[Fraction, Fraction, Fraction] = Field(alias="from")
     to_fractional: tuple[Fraction, Fraction, Fraction] = Field(alias="to")
+
+
+class EndpointsSpec(Strict):
+    """Where a band starts and ends: exactly one of a final endpoint file, a vacancy hop or an
+    interstitial hop (the NEB task's spec extends this)."""
+
+    final: str | None = Field(None, description="final endpoint file; `structure` is then the initial one")
+    vacancy_hop: VacancyHop | None = None
+    interstitial_hop: InterstitialHop | None = None
+
+    @field_validator("final")
+    @classmethod
+    def _final_exists(cls, value: str | None, info: ValidationInfo) -> str | None:
+        return resolve_existing(value, info, "final endpoint file")
+
+    @model_validator(mode="after")
+    def _one_endpoint_rule(self) -> EndpointsSpec:
+        given = [name for name in ("final", "vacancy_hop", "interstitial_hop") if getattr(self, name) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of 'final', 'vacancy_hop' or 'interstitial_hop', got {given or 'none'}")
+        return self
 
 
 def nearest_same_species(atoms: Atoms, index: int) -> int:
@@ -101,7 +118,7 @@ def file_endpoints(initial: Atoms, final_file: str) -> tuple[Atoms, Atoms, dict]
     return initial.copy(), final, {"hop_atom": hop_atom, "hop_length_A": float(lengths[hop_atom])}
 
 
-def build_endpoints(structure: Atoms, task: NEBTask) -> tuple[Atoms, Atoms, dict]:
+def build_endpoints(structure: Atoms, task: EndpointsSpec) -> tuple[Atoms, Atoms, dict]:
     if task.vacancy_hop is not None:
         return vacancy_hop_endpoints(structure, task.vacancy_hop)
     if task.interstitial_hop is not None:

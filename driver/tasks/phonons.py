@@ -348,5 +348,17 @@ class PhononTaskKind(Task):
     def finalize(self, out_dir, entries: list[dict]) -> None:
         finalize(out_dir, entries)
 
+    def compare_section(self, jobs, options):
+        """Mean and Γ frequencies, the per-mode ratio, bands and DOS overlaid (driver.tasks.phonon_compare)."""
+        import h5py
+
+        from driver.tasks.phonon_compare import compare_section
+
+        results = {}
+        for job in jobs:
+            with h5py.File(job.path, "r") as handle:
+                results[job.entry["job"]] = PhononResult.from_h5(handle["results/phonons"])
+        return compare_section(jobs, results, options)
+
 
 TASK = PhononTaskKind()

@@ -19,7 +19,9 @@ from ase import Atoms
 from ase.io import write
 from pydantic import Field
 
+from driver import interrupt
 from driver.errors import InputError, OutputError, first_line
+from driver.observers import StepObservers
 from driver.points import PointStore
 from driver.relax import Optimizer, relax
 from driver.results import TaskResult, array, scalar
@@ -98,16 +100,22 @@ def run(context) -> RelaxResult:
     energy_start = float(snapshot["energy_start_eV"]) if snapshot is not None else float(atoms.get_potential_energy())
     volume_start = float(snapshot["volume_start_A3"]) if snapshot is not None else float(atoms.get_volume())
 
-    def on_step(step: int, current: Atoms) -> None:
-        if step % spec.write_every == 0 and not (snapshot is not None and step == first_step):
-            writer.append(step, float(step), current, {"potential_energy": float(current.get_potential_energy())})
-        if step > first_step and step % context.output.checkpoint_every == 0:
-            store.put(SNAPSHOT, {"positions": current.get_positions(), "cell": current.cell[:],
-                                 "energy_start_eV": energy_start, "volume_start_A3": volume_start}, step)
-
-    outcome = relax(atoms, spec.fmax_eV_A, spec.max_steps - first_step, cell=spec.cell,
-                    label=f"{context.job.name}: relaxation", optimizer=spec.optimizer,
-                    pressure_GPa=spec.pressure_GPa, symmetry=spec.symmetry, on_step=on_step, first_step=first_step)
+    observers = StepObservers(  # `relax` tells them each step (observers.at)
+        record=lambda: writer.append(observers.current, float(observers.current), atoms,
+                                     {"potential_energy": float(atoms.get_potential_energy())}),
+        record_every=spec.write_every,
+        checkpoint=lambda: store.put(SNAPSHOT, {"positions": atoms.get_positions(), "cell": atoms.cell[:],
+                                                "energy_start_eV": energy_start, "volume_start_A3": volume_start},
+                                     observers.current),
+        checkpoint_every=context.output.checkpoint_every,
+        # The start is already a frame and the snapshot of a resumed relaxation: neither again.
+        recorded_at=first_step if snapshot is not None else None, checkpointed_at=first_step)
+    with interrupt.deferred():
+        outcome = relax(atoms, spec.fmax_eV_A, spec.max_steps - first_step, cell=spec.cell,
+                        label=f"{context.job.name}: relaxation", optimizer=spec.optimizer,
+                        pressure_GPa=spec.pressure_GPa, symmetry=spec.symmetry, observers=observers,
+                        first_step=first_step)
+    interrupt.raise_if_requested()
     steps = first_step + outcome.steps
     if steps % spec.write_every:  # the final structure is always a frame
         writer.append(steps, float(steps), atoms, {"potential_energy": float(atoms.get_potential_energy())})

@@ -22,6 +22,7 @@ from driver.analysis.diffusion import (
 )
 from driver.cli import main
 from driver.output import H5MDWriter
+from driver.tasks.md import MDResult
 from tests.conftest import write_recipe
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -53,6 +54,10 @@ def _write_walk_h5(path, d_cm2_s: float, temperature: float, variant: str, *, n_
         positions = np.vstack([walkers[frame], host])
         atoms.positions = positions % BOX if wrap else positions
         writer.append(frame * 5, frame * dt_fs, atoms, {"temperature": temperature, "potential_energy": -1.0 * frame})
+    writer.write_result(MDResult(steps=5 * (frames - 1), frames=frames, mean_temperature_K=temperature,
+                                 final_potential_energy_eV=-1.0 * (frames - 1),
+                                 conserved_energy_drift_eV_per_atom_per_ps=None, rms_displacement_A=1.0,
+                                 ensemble="nvt_langevin"))
     writer.close("completed")
 
 
@@ -119,14 +124,15 @@ def synthetic_md_run(tmp_path_factory):
 
 
 def test_compare_recovers_synthetic_arrhenius(synthetic_md_run, capsys):
-    from driver.analysis import compare_run
+    from driver.compare import compare_run
 
     comparison = compare_run(synthetic_md_run)
-    raw, corrected = comparison.arrhenius[("raw", "Li")], comparison.arrhenius[("corrected", "Li")]
+    md = comparison.sections["md"]
+    raw, corrected = md.arrhenius[("raw", "Li")], md.arrhenius[("corrected", "Li")]
     assert abs(raw.activation_energy_eV - EA) < 0.02
     assert abs(corrected.activation_energy_eV - EA / SCALE) < 0.03
     assert raw.activation_energy_error_eV is not None and raw.activation_energy_error_eV < 0.02
-    for run in comparison.md:
+    for run in md.runs:
         li = run.species["Li"]
         truth = _arrhenius_d(run.temperature_K) if run.variant == "raw" else \
             _arrhenius_d(SCALE * run.temperature_K) / math.sqrt(SCALE)
@@ -148,9 +154,8 @@ def test_compare_recovers_synthetic_arrhenius(synthetic_md_run, capsys):
 
 def _md_run(variant: str, temperature: float, d_cm2_s: dict[str, float]):
     """An MDAnalysis with only what the relations read: job, variant, T, s and each species' D."""
-    from driver.analysis.compare import MDAnalysis
     from driver.analysis.diffusion import DiffusionFit
-    from driver.analysis.md import SpeciesDiffusion
+    from driver.analysis.md import MDAnalysis, SpeciesDiffusion
 
     species = {symbol: SpeciesDiffusion(symbol, 1, np.zeros(1), DiffusionFit(d, 0.0, "none", (0.0, 1.0), 0.0, 0.0),
                                         0.0, None) for symbol, d in d_cm2_s.items()}
@@ -161,39 +166,45 @@ def _md_run(variant: str, temperature: float, d_cm2_s: dict[str, float]):
 def test_md_relation_counts_only_raw_temperatures_with_positive_d(tmp_path):
     """Raw Li moves at 600 K only (D = 0 at 800 K, nan at 1000 K): one usable temperature, no
     Arrhenius fit, and the message says 1, not 3; raw N moves at all three, so N has its prediction."""
-    from driver.analysis.compare import Comparison, _md_relations, _md_section
+    from driver.tasks.md_compare import MDCompareSection, _tables, md_relations
 
     runs = [_md_run("raw", 600.0, {"Li": 1e-6, "N": 1e-7}), _md_run("raw", 800.0, {"Li": 0.0, "N": 2e-7}),
             _md_run("raw", 1000.0, {"Li": float("nan"), "N": 4e-7}), _md_run("corrected", 600.0, {"Li": 1e-6, "N": 1e-7})]
-    comparison = Comparison(tmp_path, md=runs)
-    _md_section(comparison, (0.1, 0.9))
-    assert ("raw", "Li") not in comparison.arrhenius and ("raw", "N") in comparison.arrhenius
-    lines = _md_relations(comparison)
+    section = MDCompareSection(runs=runs)
+    _tables(section, (0.1, 0.9))
+    assert ("raw", "Li") not in section.arrhenius and ("raw", "N") in section.arrhenius
+    lines = md_relations(section)
     li = next(line for line in lines if line.startswith("MD Li at 600 K"))
     assert "cannot be predicted: raw MD has 1 temperature(s) with D > 0, an Arrhenius fit needs ≥ 2" in li
     n = next(line for line in lines if line.startswith("MD N at 600 K"))
     assert "from the raw Arrhenius fit" in n
 
 
-def _write_neb(path, variant: str, factor: float) -> None:
+def _neb_result(factor: float):
+    """A band whose MEP is factor x 0.4 sin² (a symmetric 0.4 eV barrier for factor 1)."""
+    from driver.tasks.neb import NEBResult
+
     coordinate = np.linspace(0, 2.5, 7)
     energies = factor * 0.4 * np.sin(np.pi * coordinate / 2.5) ** 2
-    with h5py.File(path, "w") as handle:
-        group = handle.create_group("results/neb")
-        group.attrs.update({"barrier_eV": energies.max(), "barrier_spline_eV": energies.max(),
-                            "backward_barrier_eV": energies.max(), "reaction_energy_eV": 0.0, "converged": True})
-        for key, value in {"reaction_coordinate_A": coordinate, "mep_energies_eV": energies,
-                           "spline_coordinate_A": coordinate, "spline_energies_eV": energies}.items():
-            group[key] = value
+    return NEBResult(converged=True, iterations=10, model_calls=11, max_force_eV_A=0.01, barrier_eV=energies.max(),
+                     backward_barrier_eV=energies.max(), reaction_energy_eV=0.0, barrier_spline_eV=energies.max(),
+                     saddle_image=3, n_images=7, suspect=False, suspect_reasons=[], band_file="band.extxyz",
+                     iteration_energies_eV=np.zeros((10, 7)), iteration_max_force_eV_A=np.zeros((10, 5)),
+                     image_energies_eV=energies, image_positions_A=np.zeros((7, 1, 3)),
+                     reaction_coordinate_A=coordinate, mep_energies_eV=energies, spline_coordinate_A=coordinate,
+                     spline_energies_eV=energies)
 
 
 def test_compare_neb_barrier_relation(tmp_path):
+    jobs = []
     for variant, factor in (("raw", 1.0), ("corrected", 1 / SCALE)):
-        _write_neb(tmp_path / f"{variant}.h5", variant, factor)
-    jobs = [{"job": v, "file": f"{v}.h5", "variant": v, "status": "completed",
-             "softening_scale": SCALE if v == "corrected" else None} for v in ("raw", "corrected")]
+        result = _neb_result(factor)
+        with h5py.File(tmp_path / f"{variant}.h5", "w") as handle:
+            result.to_h5(handle.create_group("results/neb"))
+        jobs.append({"job": variant, "file": f"{variant}.h5", "variant": variant, "status": "completed",
+                     "softening_scale": SCALE if variant == "corrected" else None, **result.scalars()})
     (tmp_path / "summary.json").write_text(json.dumps({"jobs": jobs}))
-    from driver.analysis import compare_run
+    from driver.compare import compare_run
 
     comparison = compare_run(tmp_path)
     line = next(line for line in comparison.relations if line.startswith("NEB barrier"))
@@ -235,7 +246,7 @@ def test_compare_real_phonon_run(tmp_path, capsys):
     assert main(["compare", str(out)]) == 0
     stdout = capsys.readouterr().out
     _check_outputs(out, stdout, ["compare_phonons.png"])
-    line = next(line for line in stdout.splitlines() if "phonons: corrected mean band frequency" in line)
+    line = next(line for line in stdout.splitlines() if "phonons: corrected mean frequency" in line)
     measured, predicted = (float(part.split(" THz")[0].split()[-1]) for part in line.split(" vs predicted raw/sqrt(s) = "))
     assert measured == pytest.approx(predicted, rel=1e-3)
 
@@ -251,14 +262,14 @@ def test_bad_input_exits_2_with_one_line(tmp_path, capsys, make):
 def test_compare_reads_every_task_kind_with_its_own_relation(tmp_path, emt_family):
     """Relax/EOS/elastic/single-point runs: their report lines and the task's raw vs corrected
     line, not an MD analysis of their few frames."""
-    from driver.analysis.compare import compare_run
     from driver.cli import main
+    from driver.compare import compare_run
     from tests.conftest import emt_recipe
 
     recipe = emt_recipe(tmp_path, {"kind": "eos", "n_points": 5, "relax_positions": False})
     assert main(["run", str(recipe), "--out", str(tmp_path / "out")]) == 0
     comparison = compare_run(tmp_path / "out", plots=False)
-    assert not comparison.md
+    assert list(comparison.sections) == ["eos"]  # not an MD analysis of its few frames
     text = comparison.format()
     assert "eos: corrected/raw B0 = 1.2500" in text and "1/s = 1.2500" in text
     assert (tmp_path / "out" / "report.md").read_text().count("B0") >= 2
