@@ -49,9 +49,11 @@ bench-torchsim: setup
 	$(BIN)/python -m pip install --quiet --no-deps --target .bench-site torch-sim-atomistic==0.3.0 vesin \
 	    vesin-torch tables numexpr blosc2 py-cpuinfo
 
+# ruff, and import-linter's contracts (pyproject.toml: the package's layers, no import cycle)
 lint: setup
-	$(BIN)/python -m pip install --quiet ruff
+	$(BIN)/python -m pip install --quiet -c containers/constraints.txt ruff
 	$(BIN)/ruff check driver tests bench
+	$(BIN)/lint-imports --no-cache
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Union
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from driver.errors import InputError
 from driver.schema import Bool, Strict
@@ -22,11 +22,14 @@ from driver.yaml_guard import GuardedLoader, read_yaml_file
 
 log = logging.getLogger(__name__)
 
-# Each task kind's `task:` block is declared by its own module (driver.tasks); the recipe takes
-# any of them, told apart by `kind`.
-TASK_KINDS = task_kinds()
-Task = Annotated[Union[tuple(task.spec for task in tasks().values())], Field(discriminator="kind")]  # noqa: UP007
 
+def _task_union(specs: tuple[type, ...]) -> Any:
+    """Each task kind's `task:` block is declared by its own module (driver.tasks); the recipe
+    takes any of them, told apart by `kind`."""
+    return Annotated[Union[specs], Field(discriminator="kind")]  # noqa: UP007
+
+
+Task = _task_union(tuple(task.spec for task in tasks().values()))  # the built-in kinds
 
 
 class Recipe(Strict):
@@ -84,17 +87,29 @@ class Recipe(Strict):
         return self
 
 
+_SCHEMAS: dict[tuple[type, ...], type[Recipe]] = {}
+
+
+def recipe_schema() -> type[Recipe]:
+    """The Recipe schema for the task kinds registered now: `Recipe` itself, or a subclass whose
+    `task` also takes kinds registered since (driver.tasks.register), built once per set."""
+    specs = tuple(task.spec for task in tasks().values())
+    if specs not in _SCHEMAS:
+        _SCHEMAS[specs] = create_model("Recipe", __base__=Recipe, task=(_task_union(specs), ...))
+    return _SCHEMAS[specs]
+
+
 def parse_recipe(data: Any, source: str, base_dir: Path) -> Recipe:
     """Validate an already-parsed recipe mapping; `source` names it in error messages."""
     if not isinstance(data, dict):
         raise InputError(f"{source}: a recipe must be a mapping of keys, got {type(data).__name__}")
     warnings: list[str] = []  # unusual but allowed values; told only for a valid recipe (an invalid one is one line)
     try:
-        recipe = Recipe.model_validate(data, context={"base_dir": str(base_dir), "warnings": warnings})
+        recipe = recipe_schema().model_validate(data, context={"base_dir": str(base_dir), "warnings": warnings})
     except ValidationError as exc:
         errors = merge_union_errors(exc.errors(), data)
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise InputError(f"{source}: {describe_error(errors[0], TASK_KINDS)}{more}") from None
+        raise InputError(f"{source}: {describe_error(errors[0], task_kinds())}{more}") from None
     problem = unsupported_dtype(recipe.model)
     if problem is not None:
         raise InputError(f"{source}: {problem}")

@@ -59,7 +59,11 @@ def job_on_disk(path: Path, recipe: Recipe) -> JobOnDisk:
                                  "recipe that started the run (or use --overwrite)")
             if status in FINISHED:
                 entry = json.loads(f.attrs["summary_entry"]) if "summary_entry" in f.attrs else None
-                return JobOnDisk("skip", entry=entry or {"job": path.stem, "file": path.name, "status": status})
+                entry = entry or {"job": path.stem, "file": path.name, "status": status}
+                task = task_for(recipe.task.kind)
+                if f"results/{task.kind}" in f:  # the result as stored, through its type (as compare reads it)
+                    entry.update(task.result.from_h5(f[f"results/{task.kind}"]).scalars())
+                return JobOnDisk("skip", entry=entry)
             state = task_for(recipe.task.kind).resume_state(f, recipe.task)
     except (OSError, KeyError, ValueError) as exc:
         raise InputError(f"{path}: cannot be read to resume ({first_line(exc)}); "

@@ -1,11 +1,12 @@
 """Tasks: one module per task kind, each declaring everything the rest of the driver asks of it.
 
 A task module defines `TASK`, an instance of a `Task` subclass: its recipe spec (`task:` block),
-how it plans jobs, what it prepares before a job (relaxation, NEB endpoints) on the job's own
-potential, how it runs a job into the job's H5MD file, the units of what it stores under
-/results/<kind>, and its line in the run report. The runner, resume, output, report and compare
-read these instead of switching on kinds. A task receives "the job's potential" and never knows
-which model or correction it is.
+its result type (a driver.results.TaskResult, whose fields declare their units), how it plans
+jobs, what it prepares before a job (relaxation, NEB endpoints) on the job's own potential, how it
+runs a job, its line in the run report, its raw-vs-corrected relation and its section of `driver
+compare`. The runner, resume, output, report and compare read these instead of switching on
+kinds. A task receives "the job's potential" and never knows which model or correction it is.
+Built-in kinds are TASK_MODULES; `register` adds one from outside the package (the tests do).
 """
 
 from __future__ import annotations
@@ -212,6 +213,16 @@ def tasks() -> dict[str, Task]:
             task = importlib.import_module(module).TASK
             _TASKS[task.kind] = task
     return _TASKS
+
+
+def register(task: Task) -> None:
+    """Add (or replace) a task kind; recipes can name it from then on (driver.recipe reads the
+    registry each time it parses one)."""
+    tasks()[task.kind] = task
+
+
+def unregister(kind: str) -> None:
+    tasks().pop(kind, None)
 
 
 def task_for(kind: str) -> Task:
