@@ -11,7 +11,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields
 from enum import StrEnum
-from typing import ClassVar, Self
+from typing import ClassVar, Self, TypeVar
 
 import numpy as np
 
@@ -137,6 +137,17 @@ class TaskResult:
         return cls(**values)
 
 
+R = TypeVar("R", bound=TaskResult)
+
+
+def read_result(cls: type[R], path) -> R:
+    """The result a job file holds under /results/<cls.kind> (as `driver compare` reads it)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return cls.from_h5(handle[f"results/{cls.kind}"])
+
+
 def _plain(value: object) -> object:
     """numpy scalars and arrays as Python numbers and lists (JSON and HDF5 attributes take both)."""
     if isinstance(value, np.ndarray):
@@ -150,7 +161,8 @@ def _plain(value: object) -> object:
 
 def to_attribute(value: object) -> object:
     """How the H5MD writer stores a scalar as an HDF5 attribute: None as "none", lists and
-    mappings as JSON text (HDF5 has no ragged or nested attributes)."""
+    mappings as JSON text (HDF5 has no ragged or nested attributes). Reading decodes JSON text
+    back, so a field holds a list as a list, never as JSON text of its own."""
     if value is None:
         return "none"
     if isinstance(value, (dict, list, tuple)):

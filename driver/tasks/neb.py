@@ -34,7 +34,7 @@ from driver.parallel import serial_comm
 from driver.potential import Results
 from driver.progress import Progress
 from driver.relax import relax
-from driver.results import TaskResult, array, scalar
+from driver.results import TaskResult, array, read_result, scalar
 from driver.schema import Bool, bounded
 from driver.structure import check_min_distance
 from driver.tasks import Prepared, Task, neb_restart
@@ -362,15 +362,9 @@ class NEBTaskKind(Task):
 
     def compare_section(self, jobs, options):
         """Barriers of every band and the MEPs overlaid (driver.tasks.neb_compare)."""
-        import h5py
-
         from driver.tasks.neb_compare import compare_section
 
-        bands = {}
-        for job in jobs:
-            with h5py.File(job.path, "r") as handle:
-                bands[job.entry["job"]] = NEBResult.from_h5(handle["results/neb"])
-        return compare_section(jobs, bands, options)
+        return compare_section(jobs, {job.entry["job"]: read_result(NEBResult, job.path) for job in jobs}, options)
 
     def comparison_line(self, name: str, raw: NEBResult, corrected: NEBResult, scale: float | None) -> str | None:
         expected = expected_ratio("energy", scale)

@@ -7,7 +7,6 @@ softening correction, F' = F/s makes force constants /s and frequencies /sqrt(s)
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from dataclasses import dataclass
@@ -23,7 +22,7 @@ from driver.errors import SimulationError
 from driver.points import PointStore, each_point
 from driver.potential import Potential
 from driver.relax import CellRelaxSpec
-from driver.results import JobStatus, TaskResult, array, file_only, scalar
+from driver.results import JobStatus, TaskResult, array, file_only, read_result, scalar
 from driver.schema import Bool, Int, Strict, bounded
 from driver.structure import check_atom_count, check_periodic
 from driver.tasks import Prepared, Share, Task, evaluate_here, prerelaxed
@@ -211,8 +210,8 @@ class PhononResult(TaskResult):
     free_energy_300K_kJ_mol: float = scalar("kJ mol-1")
     heat_capacity_300K_J_K_mol: float = scalar("J K-1 mol-1")
     phonopy_file: str = scalar()
-    band_labels: str | None = file_only(default=None)  # JSON: the path's labels
-    band_connections: str | None = file_only(default=None)  # JSON: whether each segment joins the next
+    band_labels: list[str] | None = file_only(default=None)  # the path's special points
+    band_connections: list[bool] | None = file_only(default=None)  # whether each segment joins the next
     supercell_energy_eV: float | None = file_only(default=None)
     gamma_frequencies_THz: np.ndarray = array("THz")
     band_qpoints: np.ndarray = array("1")
@@ -289,8 +288,7 @@ def run(context) -> PhononResult:
         "force_constants_eV_A2": phonon.force_constants,
         "force_sets_eV_A": forces,
     }
-    return PhononResult(**summary, band_labels=json.dumps(labels),
-                        band_connections=json.dumps([bool(c) for c in connections]),
+    return PhononResult(**summary, band_labels=list(labels), band_connections=[bool(c) for c in connections],
                         supercell_energy_eV=supercell_energy, **arrays)
 
 
@@ -350,14 +348,9 @@ class PhononTaskKind(Task):
 
     def compare_section(self, jobs, options):
         """Mean and Γ frequencies, the per-mode ratio, bands and DOS overlaid (driver.tasks.phonon_compare)."""
-        import h5py
-
         from driver.tasks.phonon_compare import compare_section
 
-        results = {}
-        for job in jobs:
-            with h5py.File(job.path, "r") as handle:
-                results[job.entry["job"]] = PhononResult.from_h5(handle["results/phonons"])
+        results = {job.entry["job"]: read_result(PhononResult, job.path) for job in jobs}
         return compare_section(jobs, results, options)
 
 
