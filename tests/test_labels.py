@@ -12,7 +12,7 @@ from ase.io import read, write
 from driver.errors import InputError
 from driver.labels import files_sha256, read_labels
 from tests.conftest import SHARED
-from tests.test_fit import ASE_VASP_DATA
+from tests.fit.test_run import ASE_VASP_DATA
 
 PHONOPY_VASP = SHARED / "data" / "phonopy_vasp"
 
