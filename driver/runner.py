@@ -40,7 +40,6 @@ from driver.tasks import JobContext, Prepared, Share, Task, evaluate_here, task_
 log = logging.getLogger(__name__)
 
 
-
 @dataclass
 class RunReport:
     out_dir: Path

@@ -150,7 +150,7 @@ def run(context) -> ElasticResult:
         reference_stress_GPa=eq_stress)
 
 
-class ElasticTaskKind(Task):
+class ElasticTaskKind(Task[ElasticTask, ElasticResult]):
     kind = "elastic"
     spec = ElasticTask
     result = ElasticResult

@@ -164,7 +164,7 @@ def finalize(out_dir, entries: list[dict]) -> None:
         entry["plot"] = "eos.png"
 
 
-class EOSTaskKind(Task):
+class EOSTaskKind(Task[EOSTask, EOSResult]):
     kind = "eos"
     spec = EOSTask
     result = EOSResult

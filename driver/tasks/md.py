@@ -285,7 +285,7 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float | Schedule, writer: 
     return summarize(atoms, task, writer)
 
 
-class MDTaskKind(Task):
+class MDTaskKind(Task[MDTask, MDResult]):
     kind = "md"
     spec = MDTask
     result = MDResult

@@ -322,7 +322,7 @@ def run(context) -> NEBResult:
     )
 
 
-class NEBTaskKind(Task):
+class NEBTaskKind(Task[NEBTask, NEBResult]):
     kind = "neb"
     spec = NEBTask
     shares_structures = True

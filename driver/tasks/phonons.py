@@ -304,7 +304,7 @@ def finalize(out_dir, entries: list[dict]) -> None:
         plot_phonons(out_dir / "phonons_raw_vs_corrected.png", [("raw", done["raw"]), ("corrected", done["corrected"])])
 
 
-class PhononTaskKind(Task):
+class PhononTaskKind(Task[PhononTask, PhononResult]):
     kind = "phonons"
     spec = PhononTask
     shares_structures = True

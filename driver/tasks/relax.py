@@ -135,7 +135,7 @@ def run(context) -> RelaxResult:
         positions_A=atoms.get_positions(), cell_A=atoms.cell[:])
 
 
-class RelaxTaskKind(Task):
+class RelaxTaskKind(Task[RelaxTask, RelaxResult]):
     kind = "relax"
     spec = RelaxTask
     streams_trajectory = True

@@ -199,7 +199,7 @@ def _slope(value: float | None) -> str:
     return "undefined (zero reference forces)" if value is None else f"{value:.3f}"
 
 
-class SinglePointTaskKind(Task):
+class SinglePointTaskKind(Task[SinglePointTask, SinglePointResult]):
     kind = "single_point"
     spec = SinglePointTask
     result = SinglePointResult
