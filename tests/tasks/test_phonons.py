@@ -106,8 +106,12 @@ def test_exports_continue_in_phonopy_and_plots(si_phonon_run):
     raw = _results(si_phonon_run / "raw.h5")
     loaded = phonopy.load(si_phonon_run / "raw.phonopy.yaml")
     loaded.run_qpoints([[0, 0, 0]])
-    np.testing.assert_allclose(np.sort(loaded.get_qpoints_dict()["frequencies"][0]), np.sort(raw["gamma_frequencies_THz"]),
-                               atol=1e-6)
+    reloaded, stored = np.sort(loaded.get_qpoints_dict()["frequencies"][0]), np.sort(raw["gamma_frequencies_THz"])
+    # Γ's three acoustic modes are zero up to round-off (whose sign and size the reload may change):
+    # both near zero; every optical mode the same to 1e-6 THz.
+    acoustic = np.abs(stored) < 0.1
+    assert acoustic.sum() == 3 and np.all(np.abs(reloaded[np.abs(reloaded) < 0.1]) < 1e-3)
+    np.testing.assert_allclose(reloaded[~acoustic], stored[~acoustic], atol=1e-6)
     for name in ("raw.phonons.png", "corrected.phonons.png", "phonons_raw_vs_corrected.png"):
         data = (si_phonon_run / name).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
