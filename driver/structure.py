@@ -48,10 +48,23 @@ def read_frames(path: str | Path, index: str | int, what: str) -> Atoms | list[A
         raise InputError(f"{path}: {what} (no frame {index!r} among {len(numbers)})") from None
 
 
+def check_finite_geometry(atoms: Atoms, where: str) -> None:
+    """Refuse NaN or infinite positions or cell vectors (a corrupted or hand-edited file), naming
+    the first atom or cell vector: they would pass every other check and explode at step 0."""
+    bad_atoms = np.flatnonzero(~np.isfinite(atoms.positions).all(axis=1))
+    if len(bad_atoms):
+        raise InputError(f"{where}: atom {bad_atoms[0]} ({atoms[bad_atoms[0]].symbol}) has a non-finite position "
+                         f"{atoms.positions[bad_atoms[0]].tolist()}")
+    bad_vectors = np.flatnonzero(~np.isfinite(atoms.cell[:]).all(axis=1))
+    if len(bad_vectors):
+        raise InputError(f"{where}: cell vector {bad_vectors[0]} is not finite {atoms.cell[bad_vectors[0]].tolist()}")
+
+
 def load_structure(spec: StructureSpec) -> Atoms:
     atoms = read_frames(spec.file, spec.index, "structure.file: cannot read structure")
     if not isinstance(atoms, Atoms) or len(atoms) == 0:
         raise InputError(f"{spec.file}: structure.file: holds no atoms")
+    check_finite_geometry(atoms, f"{spec.file}: structure.file")
     if atoms.pbc.any() and abs(np.linalg.det(atoms.cell[:])) < 1e-6:
         raise InputError(f"{spec.file}: structure.file: periodic structure without a cell")
     atoms.calc = None

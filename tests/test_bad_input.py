@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import time
 
+import numpy as np
 import pytest
 import yaml
 from ase.build import bulk, molecule
@@ -278,3 +279,32 @@ def test_a_warning_never_adds_a_line_to_an_error(tmp_path, capsys, caplog):
     recipe = write_recipe(tmp_path, task={"timestep_fs": 7.0, "steps": 0})
     assert_one_line_error(capsys, recipe, "task.steps: must be >= 1, got 0")
     assert "timestep_fs" not in caplog.text  # logged (to stderr) only for a recipe that validates
+
+
+@pytest.mark.parametrize("broken", ["position", "cell"])
+def test_non_finite_geometry_is_refused_at_validate_naming_the_atom(tmp_path, capsys, broken):
+    from ase.build import bulk
+    from ase.io import write
+
+    atoms = bulk("Si", "diamond", a=5.43, cubic=True)
+    if broken == "position":
+        atoms.positions[3, 1] = np.nan
+    else:
+        atoms.cell[2, 2] = np.inf
+    path = tmp_path / "broken.extxyz"
+    write(path, atoms)
+    expected = "atom 3 (Si) has a non-finite position" if broken == "position" else "cell vector 2 is not finite"
+    assert_one_line_error(capsys, write_recipe(tmp_path, structure={"file": str(path)}),
+                          f"{path}: structure.file: {expected}")
+
+
+def test_a_frames_file_with_a_nan_position_is_refused_naming_the_frame(tmp_path, capsys):
+    from ase.build import bulk
+    from ase.io import write
+
+    frames = [bulk("Si", "diamond", a=5.43, cubic=True) for _ in range(3)]
+    frames[2].positions[0, 0] = np.nan
+    path = tmp_path / "frames.extxyz"
+    write(path, frames)
+    assert_one_line_error(capsys, write_recipe(tmp_path, task={"kind": "single_point", "frames": str(path)}),
+                          f"{path}: task.frames: frame 2: atom 0 (Si) has a non-finite position")

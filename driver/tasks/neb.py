@@ -51,6 +51,7 @@ Evaluator = Callable[[Sequence[Atoms]], list[Results]]
 
 
 MAX_IMAGES = 100
+LONG_HOP_A = 6.0  # a hop longer than this is warned about at validate: not a nearest-neighbour hop
 SADDLE_TIE_EV = 1e-4  # image energies this close to the highest tie with it (float32 energies: ~1e-5 eV steps)
 ENDPOINT_SUMMARY_KEYS = ("hop_atom", "hop_length_A", "initial_endpoint_hop_shift_A", "final_endpoint_hop_shift_A")  # NEBResult's
 
@@ -344,6 +345,10 @@ class NEBTaskKind(Task[NEBTask, NEBResult]):
         field = next(name for name in ("vacancy_hop", "interstitial_hop", "final") if getattr(spec, name) is not None)
         check_hop_well_posed(final.positions[hop] - initial.positions[hop], atoms.cell[:], atoms.pbc,
                              f"{structure.file}: task.{field}", structure.supercell)
+        if info["hop_length_A"] > LONG_HOP_A:  # allowed (a concerted or long-range path), rarely meant
+            log.warning("%s: task.%s: warning: the hop is %.2f Å long, more than %g Å: an ion migration hop "
+                        "between neighbouring sites is 1.5-4 Å; check the sites (or the final endpoint file)",
+                        structure.file, field, info["hop_length_A"], LONG_HOP_A)
 
     def prepare(self, atoms: Atoms, spec: NEBTask) -> NEBPrepared:
         return prepare_endpoints(atoms, spec)

@@ -25,7 +25,7 @@ from driver.points import PointStore, each_point
 from driver.potential import Property
 from driver.results import JobStatus, TaskResult, array, scalar
 from driver.schema import Bool, Strict, bounded, resolve_existing
-from driver.structure import read_frames
+from driver.structure import check_finite_geometry, read_frames
 from driver.tasks import Task
 
 if TYPE_CHECKING:
@@ -58,6 +58,8 @@ def read_labelled_frames(path: Path, index: str) -> list[Atoms]:
     frames = frames if isinstance(frames, list) else [frames]
     if not frames:
         raise InputError(f"{path}: task.frames: holds no frames (index {index!r})")
+    for number, atoms in enumerate(frames):
+        check_finite_geometry(atoms, f"{path}: task.frames: frame {number}")
     return frames
 
 

@@ -272,3 +272,16 @@ def test_ill_posed_interstitial_and_file_hops_are_refused(tmp_path, capsys):
     error = _validate_error(capsys, write_recipe(tmp_path, structure={"file": str(initial_file)},
                                                  task={"kind": "neb", "final": str(final_file)}))
     assert f"{initial_file}: task.final: the 2.305 Å hop is ill-posed" in error
+
+
+def test_a_hop_longer_than_6_A_is_warned_about(tmp_path, capsys, caplog):
+    """A 2-atom Li cell of 100 Å whose `nearest` Li is 8 Å away: well-posed, but no neighbour hop."""
+    from ase import Atoms
+
+    structure = tmp_path / "Li2.extxyz"
+    write(structure, Atoms("Li3", positions=[[0, 0, 0], [8, 0, 0], [50, 50, 50]], cell=[100] * 3, pbc=True))
+    recipe = write_recipe(tmp_path, structure={"file": str(structure)},
+                          task={"kind": "neb", "vacancy_hop": {"species": "Li", "from": 0}})
+    with caplog.at_level("WARNING"):
+        assert main(["validate", str(recipe)]) == 0
+    assert "task.vacancy_hop: warning: the hop is 8.00 Å long, more than 6 Å" in caplog.text
