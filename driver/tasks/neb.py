@@ -247,20 +247,21 @@ def run(context) -> NEBResult:
     neb = build_band(context.atoms, context.prepared.final, task, evaluator_for(context), resume)
     iteration_energies: list[np.ndarray] = []
     iteration_forces: list[np.ndarray] = []
-    recorded_at_call: list[int] = []
+    recorded_band: int | None = None  # the model call whose band was recorded last
     optimizer = make_optimizer(neb, task.optimizer)
     if resume is not None:
         iteration_energies, iteration_forces, calls_before = neb_restart.history(resume)
         neb_restart.restore_optimizer(resume, optimizer)
         neb.model_calls += calls_before
         neb.get_forces()  # the stored band, already recorded: the optimizer's first look is not an iteration
-        recorded_at_call.append(neb.model_calls)
+        recorded_band = neb.model_calls
     progress = Progress(log, f"{context.job.name} NEB", task.max_steps, start=optimizer.nsteps, unit="iteration")
 
     def record() -> None:
-        if recorded_at_call and recorded_at_call[-1] == neb.model_calls:
+        nonlocal recorded_band
+        if recorded_band == neb.model_calls:
             return  # the same band as the last record: no new iteration
-        recorded_at_call.append(neb.model_calls)
+        recorded_band = neb.model_calls
         iteration_energies.append(np.array(neb.energies, dtype=float))
         iteration_forces.append(neb.image_max_forces.copy())
         progress.update(len(iteration_energies) - 1, _band_details(iteration_energies[-1], iteration_forces[-1]))
