@@ -49,6 +49,9 @@ class SofteningCorrection(Potential):
         return {**self.base.provenance(), "softening_scale": self.softening_scale,
                 "reference_energy_eV": self.reference_energy_eV}
 
+    def unsupported_elements(self, atoms) -> list[str]:
+        return self.base.unsupported_elements(atoms)
+
     def energy_is_defined(self, atoms, reference) -> bool:
         """E' = E0 + (E - E0)/s compares energies on one PES: it means something only for a
         structure with the reference's composition (the same atoms, any positions or cell).

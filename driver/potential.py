@@ -21,6 +21,8 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator, PropertyNotImplementedError, all_changes
 from ase.stress import full_3x3_to_voigt_6_stress
 
+from driver.errors import InputError
+
 Property = Literal["energy", "forces", "stress", "magmoms"]
 PROPERTIES: tuple[Property, ...] = ("energy", "forces", "stress")  # what every family computes
 ALL_PROPERTIES: tuple[Property, ...] = (*PROPERTIES, "magmoms")  # magmoms: CHGNet's, on request only
@@ -89,12 +91,28 @@ class Potential(ABC):
         """What a result must record about this potential (model, weights, correction)."""
         return {}
 
+    def unsupported_elements(self, atoms: Atoms) -> list[str]:
+        """Elements of `atoms` this potential has no parameters for (a model's element table);
+        empty when it takes them all, or does not say."""
+        return []
+
     def energy_is_defined(self, atoms: Atoms, reference: Atoms) -> bool:
         """Whether this potential's energy of `atoms` can be compared with its energy of the job's
         `reference` structure. A model's always can; a wrapper that re-references energies (the
         softening correction) says when it cannot, so a task asks this instead of reading the
         wrapper's parameters."""
         return True
+
+
+def check_elements(potential: Potential, atoms: Atoms, where: str) -> None:
+    """Refuse, before it is evaluated, a structure with an element the model has no parameters
+    for; `where` starts the message (the file, and the frame or field)."""
+    missing = potential.unsupported_elements(atoms)
+    if missing:
+        about = potential.provenance()
+        model = f"{about.get('model_family', 'the model')} ({about.get('model_source', 'its weights')})"
+        raise InputError(f"{where}: {', '.join(missing)} not in the element table of {model}; "
+                         "choose a model trained on these elements")
 
 
 class PotentialCalculator(Calculator):

@@ -11,7 +11,7 @@ EMT family does). Family modules import their heavy library only inside function
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -43,6 +43,9 @@ class ModelFamily:
     # Whether a path holds this library's own checkpoint, told by its content and never by its name
     # alone, without unpickling it (driver.models.checkpoint_kind).
     is_checkpoint: Callable[[Path], bool] = lambda path: False
+    # The atomic numbers the loaded model has parameters for (its calculator in hand); None: it
+    # does not say. A structure with another element is refused before any job runs.
+    elements: Callable[[Calculator], Collection[int] | None] = lambda calculator: None
     magmoms: bool = False  # predicts per-atom magnetic moments (output.magmoms)
     finetune_module: str | None = None  # module with train(...) for `driver finetune`
     distributions: tuple[str, ...] = ()  # packages whose versions go into provenance

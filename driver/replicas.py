@@ -92,6 +92,9 @@ class ReplicaPotential(Potential):
     def provenance(self) -> dict[str, object]:
         return self.gate.model.provenance()
 
+    def unsupported_elements(self, atoms) -> list[str]:
+        return self.gate.model.unsupported_elements(atoms)
+
     def energy_is_defined(self, atoms, reference) -> bool:
         return self.gate.model.energy_is_defined(atoms, reference)
 

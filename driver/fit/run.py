@@ -12,6 +12,7 @@ from driver.errors import InputError
 from driver.fit.statistics import FitStatistics, fit_statistics, plain_data
 from driver.labels import LabelledStructure, files_sha256, read_labels
 from driver.models import ModelPotential, load_model
+from driver.potential import check_elements
 from driver.provenance import now_iso, package_versions
 from driver.specs import ModelSpec
 from driver.trust import trust_block
@@ -19,6 +20,8 @@ from driver.trust import trust_block
 
 def evaluate(model: ModelPotential, structures: Sequence[LabelledStructure]) -> tuple[list[np.ndarray], list[float]]:
     """Model forces and energies of the labelled structures (batched where that pays)."""
+    for structure in structures:
+        check_elements(model, structure.atoms, f"{structure.source}: labels")
     results = model.evaluate([s.atoms for s in structures])
     return [r.forces for r in results], [r.energy for r in results]
 

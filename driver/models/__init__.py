@@ -96,6 +96,15 @@ class ModelPotential(CalculatorPotential):
         self.weights_sha256 = weights.weights_sha256
         self.dtype = dtype
         self.auto_batching = AutoBatching()  # batched: auto, measured on this model's own calls
+        elements = family.elements(weights.calculator)
+        self.elements = None if elements is None else frozenset(int(z) for z in elements)
+
+    def unsupported_elements(self, atoms: Atoms) -> list[str]:
+        """Elements outside the model's table: a library would fail on them with a shape error
+        deep inside (CHGNet: "mat1 and mat2 shapes cannot be multiplied (1x118 and 94x1)")."""
+        if self.elements is None:
+            return []
+        return sorted({atom.symbol for atom in atoms if atom.number not in self.elements})
 
     @property
     def can_batch(self) -> bool:

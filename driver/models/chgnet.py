@@ -103,6 +103,7 @@ FAMILY = ModelFamily(
     load=load,
     batch=batch,
     can_batch=can_batch,
+    elements=lambda calculator: range(1, calculator.model.composition_model.fc.in_features + 1),  # H..Pu (94)
     is_checkpoint=is_checkpoint,
     finetune_module="driver.finetune.chgnet",
     distributions=("chgnet", "pymatgen"),

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+from ase.data import atomic_numbers
 
 from driver.errors import InputError, first_line, is_out_of_memory
 from driver.provenance import sha256_of_path
@@ -223,6 +224,7 @@ FAMILY = ModelFamily(
     load=load,
     batch=batch,
     can_batch=can_batch,
+    elements=lambda calculator: [atomic_numbers[symbol] for symbol in calculator.potential.model.element_types],
     is_checkpoint=lambda path: path.is_dir() and is_matgl_folder(path),
     finetune_module="driver.finetune.m3gnet",
     distributions=("matgl", "torch-geometric"),

@@ -154,6 +154,7 @@ FAMILY = ModelFamily(
     load=load,
     batch=batch,
     can_batch=can_batch,
+    elements=lambda calculator: calculator.z_table.zs,
     is_checkpoint=is_checkpoint,
     finetune_module="driver.finetune.mace",
     distributions=("mace-torch", "e3nn"),

@@ -137,6 +137,13 @@ class Task(Generic[SpecT, ResultT]):
         check_min_distance(atoms, getattr(spec, "min_distance_A", DEFAULT_MIN_DISTANCE_A),
                            "structure: the starting structure's")
 
+    def check_elements(self, spec, potential: Potential, atoms: Atoms, structure: StructureSpec) -> None:
+        """Once the model is loaded, before any job: every structure the task will evaluate has
+        only elements the model has parameters for (InputError otherwise). The default: the start."""
+        from driver.potential import check_elements
+
+        check_elements(potential, atoms, f"{structure.file}: structure.file")
+
     def plan(self, spec, variants: Sequence[str]) -> list[Job]:
         return [Job(variant, variant) for variant in variants]
 

@@ -31,7 +31,7 @@ from driver import interrupt
 from driver.correction import EXPECTED_RATIO_TEXT, expected_ratio
 from driver.observers import StepObservers
 from driver.parallel import serial_comm
-from driver.potential import Results
+from driver.potential import Results, check_elements
 from driver.progress import Progress
 from driver.relax import relax
 from driver.results import TaskResult, array, read_result, scalar
@@ -350,6 +350,11 @@ class NEBTaskKind(Task[NEBTask, NEBResult]):
             log.warning("%s: task.%s: warning: the hop is %.2f Å long, more than %g Å: an ion migration hop "
                         "between neighbouring sites is 1.5-4 Å; check the sites (or the final endpoint file)",
                         structure.file, field, info["hop_length_A"], LONG_HOP_A)
+
+    def check_elements(self, spec: NEBTask, potential, atoms: Atoms, structure: StructureSpec) -> None:
+        """The initial endpoint, which holds an interstitial hop's extra ion."""
+        initial, _, _ = build_endpoints(atoms, spec)
+        check_elements(potential, initial, f"{structure.file}: task")
 
     def prepare(self, atoms: Atoms, spec: NEBTask) -> NEBPrepared:
         return prepare_endpoints(atoms, spec)

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationInfo, field_validator
 from driver.errors import InputError
 from driver.labels import reference_energy, reference_forces
 from driver.points import PointStore, each_point
-from driver.potential import Property
+from driver.potential import Property, check_elements
 from driver.results import JobStatus, TaskResult, array, scalar
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import check_finite_geometry, read_frames
@@ -211,6 +211,13 @@ class SinglePointTaskKind(Task[SinglePointTask, SinglePointResult]):
         super().check(spec, atoms, structure)
         if spec.frames:
             read_labelled_frames(Path(spec.frames), spec.index)
+
+    def check_elements(self, spec: SinglePointTask, potential, atoms: Atoms, structure: StructureSpec) -> None:
+        """Every frame, not only the structure: a frames file may hold other compositions."""
+        super().check_elements(spec, potential, atoms, structure)
+        if spec.frames:
+            for number, frame in enumerate(read_labelled_frames(Path(spec.frames), spec.index)):
+                check_elements(potential, frame, f"{spec.frames}: task.frames: frame {number}")
 
     def needs_stress(self, spec: SinglePointTask) -> bool:
         return spec.stress
