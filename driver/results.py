@@ -15,6 +15,8 @@ from typing import ClassVar, Self, TypeVar
 
 import numpy as np
 
+from driver.errors import InputError
+
 SUMMARY_NAME = "summary.json"  # the run's summary, written last and atomically by the runner
 
 
@@ -50,12 +52,31 @@ FINISHED = WITH_RESULTS | {JobStatus.FAILED}  # --resume skips these
 _ROLE, _UNIT, _OPTIONAL = "result_role", "unit", "omit_if_none"
 
 
+class _Absent:
+    """The value of an optional field that a job does not have: its key is left out of the summary
+    entry and the file (None is a value, written as null / "none")."""
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __repr__(self) -> str:
+        return "ABSENT"
+
+
+ABSENT = _Absent()
+
+
+def present(value: object) -> bool:
+    """Whether an optional field holds a value (neither absent nor None)."""
+    return value is not ABSENT and value is not None
+
+
 def scalar(unit: str | None = None, *, default: object = MISSING, optional: bool = False):
     """A number, flag, string or short list: the job's summary entry and an attribute of
-    /results/<kind>. `optional`: left out of both while None (a key that only some jobs have,
-    such as an MD schedule's targets); otherwise None is written as null / "none"."""
+    /results/<kind>. `optional`: a key that only some jobs have (an MD schedule's targets, errors
+    against labels), ABSENT by default and then left out of both."""
     if optional and default is MISSING:
-        default = None
+        default = ABSENT
     return field(default=default, metadata={_ROLE: "scalar", _UNIT: unit, _OPTIONAL: optional})
 
 
@@ -88,8 +109,11 @@ class TaskResult:
         return {f.name: f.metadata[_UNIT] for f in fields(cls) if f.metadata.get(_UNIT)}
 
     def _present(self, role: str) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in self._fields(role)
-                if not (f.metadata[_OPTIONAL] and getattr(self, f.name) is None)}
+        """The fields of `role` that hold something: an absent optional scalar, or an array
+        that is None (a result read back from a summary), is left out."""
+        values = {f.name: getattr(self, f.name) for f in self._fields(role)}
+        return {name: value for name, value in values.items()
+                if value is not ABSENT and not (role == "array" and value is None)}
 
     def scalars(self) -> dict[str, object]:
         """The summary entry's task part (JSON-ready)."""
@@ -134,6 +158,11 @@ class TaskResult:
         for f in cls._fields("array"):
             if f.name in group:
                 values[f.name] = group[f.name][()]
+        missing = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+                   and f.name not in values]
+        if missing:
+            raise InputError(f"{group.file.filename}: {group.name} lacks {', '.join(missing)} (written by another "
+                             "version of the driver?)")
         return cls(**values)
 
 

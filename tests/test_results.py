@@ -11,6 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
+from driver.errors import InputError
 from driver.results import (
     FINISHED,
     SUCCEEDED,
@@ -31,7 +32,7 @@ class ToyResult(TaskResult):
     barrier_eV: float = scalar("eV")
     reasons: list[str] = scalar()
     drift: float | None = scalar("eV ps-1")  # None is a value here: null / "none"
-    only_sometimes: int | None = scalar(optional=True)  # None: the key is left out
+    only_sometimes: int | None = scalar(optional=True)  # absent: the key is left out; None: null
     labels: list[str] | None = file_only(default=None)
     energies_eV: np.ndarray = array("eV")
     counts: np.ndarray = array(None)
@@ -48,6 +49,7 @@ def test_summary_entry_is_json_ready_and_leaves_out_file_only_and_absent_optiona
     assert scalars == {"converged": True, "barrier_eV": 0.25, "reasons": ["a", "b"], "drift": None}
     assert type(scalars["barrier_eV"]) is float and json.loads(json.dumps(scalars)) == scalars
     assert _toy(only_sometimes=2).scalars()["only_sometimes"] == 2
+    assert _toy(only_sometimes=None).scalars()["only_sometimes"] is None  # present, undefined: null
     assert _toy().attributes() == {**scalars, "labels": ["G", "X"]}
     assert ToyResult.units() == {"barrier_eV": "eV", "drift": "eV ps-1", "energies_eV": "eV"}
 
@@ -64,6 +66,14 @@ def test_h5_round_trip_with_units(tmp_path):
     assert back.scalars() == result.scalars() and back.labels == result.labels
     np.testing.assert_array_equal(back.energies_eV, result.energies_eV)
     np.testing.assert_array_equal(back.counts, result.counts)
+
+
+def test_a_group_missing_a_field_is_one_line_naming_the_file(tmp_path):
+    with h5py.File(tmp_path / "old.h5", "w") as handle:
+        group = handle.create_group("results/toy")
+        group.attrs["converged"] = True
+    with pytest.raises(InputError, match=r"old.h5: /results/toy lacks barrier_eV, reasons, drift"):
+        read_result(ToyResult, tmp_path / "old.h5")
 
 
 def test_from_summary_reads_the_scalars_of_an_entry_and_no_arrays():

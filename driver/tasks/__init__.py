@@ -12,6 +12,7 @@ Built-in kinds are TASK_MODULES; `register` adds one from outside the package (t
 from __future__ import annotations
 
 import importlib
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +109,11 @@ class CompareSection:
     relations: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     plots: list[Path] = field(default_factory=list)
+
+
+def table_number(value: float | None, spec: str = ".3g") -> str:
+    """A number for a compare table: "–" where there is none (None, NaN, inf)."""
+    return "–" if value is None or not math.isfinite(value) else format(value, spec)
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> str:

@@ -14,17 +14,13 @@ from driver.analysis import plots as figures
 from driver.analysis.diffusion import ArrheniusFit, arrhenius_fit
 from driver.analysis.md import MDAnalysis, analyze_md, default_charges
 from driver.correction import expected_ratio, raw_temperature_equivalent
-from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table
+from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table, table_number
 
 
 @dataclass
 class MDCompareSection(CompareSection):
     runs: list[MDAnalysis] = field(default_factory=list)
     arrhenius: dict[tuple[str, str], ArrheniusFit] = field(default_factory=dict)  # (variant, species) -> fit
-
-
-def _fmt(value: float | None, spec: str = ".3g") -> str:
-    return "–" if value is None or not math.isfinite(value) else format(value, spec)
 
 
 def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> MDCompareSection:
@@ -51,9 +47,9 @@ def _tables(section: MDCompareSection, window: tuple[float, float]) -> None:
     rows = []
     for run in runs:
         for sp in run.species.values():
-            rows.append([run.job, run.variant, _fmt(run.temperature_K, ".0f"), _fmt(run.mean_temperature_K, ".0f"),
-                         f"{sp.symbol} ({sp.count})", _fmt(sp.fit.diffusivity_cm2_s), _fmt(sp.fit.error_cm2_s, ".2g"),
-                         f"{sp.charge_e:+g}", _fmt(sp.conductivity_S_cm)])
+            rows.append([run.job, run.variant, table_number(run.temperature_K, ".0f"), table_number(run.mean_temperature_K, ".0f"),
+                         f"{sp.symbol} ({sp.count})", table_number(sp.fit.diffusivity_cm2_s), table_number(sp.fit.error_cm2_s, ".2g"),
+                         f"{sp.charge_e:+g}", table_number(sp.conductivity_S_cm)])
     section.tables.append("MD: tracer diffusivity (MSD slope/6 over lags "
                           f"{window[0]:.0%}–{window[1]:.0%} of the run) and Nernst–Einstein conductivity\n"
                           + markdown_table(["job", "variant", "T (K)", "<T> (K)", "species", "D (cm²/s)", "± D",
@@ -73,8 +69,8 @@ def _tables(section: MDCompareSection, window: tuple[float, float]) -> None:
                 section.arrhenius[(variant, symbol)] = fit
     if section.arrhenius:
         rows = [[variant, symbol, ", ".join(f"{t:g}" for t in fit.temperatures_K),
-                 _fmt(fit.activation_energy_eV, ".4f"), _fmt(fit.activation_energy_error_eV, ".2g"),
-                 _fmt(fit.prefactor_cm2_s), _fmt(fit.prefactor_error_cm2_s, ".2g")]
+                 table_number(fit.activation_energy_eV, ".4f"), table_number(fit.activation_energy_error_eV, ".2g"),
+                 table_number(fit.prefactor_cm2_s), table_number(fit.prefactor_error_cm2_s, ".2g")]
                 for (variant, symbol), fit in sorted(section.arrhenius.items())]
         section.tables.append("Arrhenius fits, D = D0 exp(−Ea/kT) (uncertainties need ≥ 3 temperatures)\n"
                               + markdown_table(["variant", "species", "T (K)", "Ea (eV)", "± Ea", "D0 (cm²/s)",
@@ -96,7 +92,7 @@ def md_relations(section: MDCompareSection) -> list[str]:
         s, t = run.softening_scale, run.temperature_K
         for symbol, sp in run.species.items():
             fit = section.arrhenius.get(("raw", symbol))
-            head = f"MD {symbol} at {t:g} K: corrected D = {_fmt(sp.fit.diffusivity_cm2_s)} cm²/s"
+            head = f"MD {symbol} at {t:g} K: corrected D = {table_number(sp.fit.diffusivity_cm2_s)} cm²/s"
             if fit is None:
                 usable = _raw_temperatures_with_positive_d(section, symbol)
                 lines.append(f"{head}; predicted D_raw(s·T = {s * t:g} K)/sqrt(s) cannot be predicted: raw MD has "

@@ -344,8 +344,13 @@ class NEBTaskKind(Task[NEBTask, NEBResult]):
             check_min_distance(endpoint, spec.min_distance_A, f"task: the {name} NEB endpoint's")
         hop = info["hop_atom"]
         field = next(name for name in ("vacancy_hop", "interstitial_hop", "final") if getattr(spec, name) is not None)
-        check_hop_well_posed(final.positions[hop] - initial.positions[hop], atoms.cell[:], atoms.pbc,
-                             f"{structure.file}: task.{field}", structure.supercell)
+        note = {"interstitial_hop": ", with task.interstitial_hop's fractions (of the repeated cell) divided by "
+                                    "the added repeats",
+                "final": ", with the final endpoint file built in the same supercell"}.get(field, "")
+        warning = check_hop_well_posed(final.positions[hop] - initial.positions[hop], atoms.cell[:], atoms.pbc,
+                                       f"{structure.file}: task.{field}", structure.supercell, note)
+        if warning:
+            log.warning("warning: %s", warning)
         if info["hop_length_A"] > LONG_HOP_A:  # allowed (a concerted or long-range path), rarely meant
             log.warning("%s: task.%s: warning: the hop is %.2f Å long, more than %g Å: an ion migration hop "
                         "between neighbouring sites is 1.5-4 Å; check the sites (or the final endpoint file)",

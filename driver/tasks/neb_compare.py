@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table
+from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table, table_number
 
 
 def compare_section(jobs: list[FinishedJob], bands: dict, options: CompareOptions) -> CompareSection:
     """`bands`: job name -> its NEBResult as stored (driver.tasks.neb reads them)."""
-    rows = [[name, f"{r.barrier_eV:.4f}", f"{r.barrier_spline_eV:.4f}", f"{r.backward_barrier_eV:.4f}",
-             f"{r.reaction_energy_eV:.4f}", str(bool(r.converged))] for name, r in bands.items()]
+    rows = [[name, *(table_number(value, ".4f") for value in (r.barrier_eV, r.barrier_spline_eV, r.backward_barrier_eV,
+                                                                r.reaction_energy_eV)), str(bool(r.converged))]
+            for name, r in bands.items()]
     section = CompareSection(tables=["NEB\n" + markdown_table(["job", "barrier (eV)", "spline barrier (eV)",
                                                                "backward (eV)", "reaction energy (eV)", "converged"],
                                                               rows)])

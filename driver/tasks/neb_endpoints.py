@@ -14,7 +14,7 @@ from pydantic import ConfigDict, Field, ValidationInfo, field_validator, model_v
 
 from driver.errors import InputError
 from driver.schema import Strict, bounded, resolve_existing
-from driver.structure import read_with_ase
+from driver.structure import check_finite_geometry, read_with_ase
 
 Fraction = bounded(ge=0, le=1)  # a fractional coordinate inside the cell
 NEAREST_TIE_A = 1e-6  # distances (or moves) this close to the extreme one tie with it: the lowest index wins
@@ -111,6 +111,7 @@ def file_endpoints(initial: Atoms, final_file: str) -> tuple[Atoms, Atoms, dict]
     final = read_with_ase(final_file, -1, "task.final: cannot read structure")
     if final.get_chemical_symbols() != initial.get_chemical_symbols():
         raise InputError(f"{final_file}: task.final: atoms differ from the initial structure in number or order")
+    check_finite_geometry(final, f"{final_file}: task.final")
     final.calc = None
     _, lengths = find_mic(final.positions - initial.positions, initial.cell, initial.pbc)
     # The atom that moves most is the hopping one; equal moves (a concerted hop) go to the lowest index.

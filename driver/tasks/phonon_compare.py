@@ -8,13 +8,13 @@ import math
 
 import numpy as np
 
-from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table
+from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table, table_number
 from driver.tasks.phonon_plots import plot_phonons, read_phonon_results
 
 
 def compare_section(jobs: list[FinishedJob], results: dict, options: CompareOptions) -> CompareSection:
     """`results`: job name -> its PhononResult as stored (driver.tasks.phonons reads them)."""
-    rows = [[name, f"{r.mean_frequency_THz:.4f}", f"{float(np.max(r.band_frequencies_THz)):.3f}",
+    rows = [[name, table_number(r.mean_frequency_THz, ".4f"), table_number(float(np.max(r.band_frequencies_THz)), ".3f"),
              ", ".join(f"{f:.2f}" for f in sorted(r.gamma_frequencies_THz))] for name, r in results.items()]
     section = CompareSection(tables=["Phonons\n" + markdown_table(
         ["job", "mean frequency (THz)", "max frequency (THz)", "Γ frequencies (THz)"], rows)])

@@ -23,7 +23,7 @@ from driver.errors import InputError
 from driver.labels import reference_energy, reference_forces
 from driver.points import PointStore, each_point
 from driver.potential import Property, check_elements
-from driver.results import JobStatus, TaskResult, array, scalar
+from driver.results import JobStatus, TaskResult, array, present, scalar
 from driver.schema import Bool, Strict, bounded, resolve_existing
 from driver.structure import check_finite_geometry, read_frames
 from driver.tasks import Task
@@ -198,7 +198,7 @@ def finalize(out_dir: Path, entries: list[dict]) -> None:
 
 
 def _slope(value: float | None) -> str:
-    return "undefined (zero reference forces)" if value is None else f"{value:.3f}"
+    return f"{value:.3f}" if present(value) else "undefined (zero reference forces)"
 
 
 class SinglePointTaskKind(Task[SinglePointTask, SinglePointResult]):
@@ -229,10 +229,10 @@ class SinglePointTaskKind(Task[SinglePointTask, SinglePointResult]):
         mean = result.mean_energy_per_atom_eV
         line = (f"  {entry['file']:<24} {result.n_frames} frames, <E>/atom "
                 f"{'undefined' if mean is None else f'{mean:.4f} eV'}, max |F| {result.max_force_eV_A:.3f} eV/Å")
-        if result.force_mae_eV_A is not None:
+        if present(result.force_mae_eV_A):
             line += (f"; vs reference ({result.reference_forces_frames} frames): force MAE "
                      f"{result.force_mae_eV_A:.4f} eV/Å, slope {_slope(result.force_slope)}")
-        if result.energy_mae_per_atom_eV is not None:
+        if present(result.energy_mae_per_atom_eV):
             line += f", energy MAE {1000 * result.energy_mae_per_atom_eV:.1f} meV/atom"
         if result.energy_undefined_frames:
             line += f" ({result.energy_undefined_frames} frames of another composition: no corrected energy)"
@@ -240,7 +240,7 @@ class SinglePointTaskKind(Task[SinglePointTask, SinglePointResult]):
 
     def comparison_line(self, name: str, raw: SinglePointResult, corrected: SinglePointResult,
                         scale: float | None) -> str | None:
-        if raw.force_mae_eV_A is None or corrected.force_mae_eV_A is None:
+        if not (present(raw.force_mae_eV_A) and present(corrected.force_mae_eV_A)):
             return None
         line = (f"  single_point: force MAE vs reference {raw.force_mae_eV_A:.4f} (raw) -> "
                 f"{corrected.force_mae_eV_A:.4f} eV/Å (corrected); slope {_slope(raw.force_slope)} -> "

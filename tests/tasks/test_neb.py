@@ -253,17 +253,19 @@ def test_half_cell_vacancy_hop_is_refused_with_the_supercell_that_fixes_it(tmp_p
     assert main(["validate", str(recipe)]) == 0
 
 
-def test_ill_posed_interstitial_and_file_hops_are_refused(tmp_path, capsys):
+def test_ill_posed_interstitial_and_file_hops_are_refused(tmp_path, capsys, caplog):
     half = {"species": "Li", "from": [0.25, 0.5, 0.5], "to": [0.75, 0.5, 0.5]}
     error = _validate_error(capsys, write_recipe(tmp_path, structure={"file": str(LI2O)},
                                                  task={"kind": "neb", "interstitial_hop": half}))
     assert "task.interstitial_hop: the 2.305 Å hop is ill-posed" in error and "ambiguous" in error
-    # Not ambiguous (the other image is 11.3 Å away) but longer than half the 4.61 Å widths.
+    assert "divided by the added repeats" in error  # interstitial fractions are of the repeated cell
+    # Not ambiguous (the other image is 11.3 Å away) but longer than half the 4.61 Å widths: a warning.
     long = {"species": "Li", "from": [0.4, 0.5, 0.5], "to": [0.4 + 2.5 / (3 * LI2O_A), 0.5, 0.5]}
-    error = _validate_error(capsys, write_recipe(tmp_path, structure={"file": str(LI2O), "supercell": [3, 1, 1]},
-                                                 task={"kind": "neb", "interstitial_hop": long}))
-    assert "the 2.500 Å hop is ill-posed" in error and "meet its own periodic image" in error
-    assert "13.830 x 4.610 x 4.610 Å" in error and error.endswith("use structure.supercell: [3, 2, 2] (or larger)")
+    with caplog.at_level("WARNING"):
+        assert main(["validate", str(write_recipe(tmp_path, structure={"file": str(LI2O), "supercell": [3, 1, 1]},
+                                                  task={"kind": "neb", "interstitial_hop": long}))]) == 0
+    assert "the 2.500 Å hop is longer than half the narrowest perpendicular width of the cell (13.830 x 4.610 x " \
+           "4.610 Å)" in caplog.text and "use structure.supercell: [3, 2, 2] (or larger)" in caplog.text
     # Endpoint files whose hopping atom moves half a cell into the vacancy.
     initial, final, _ = vacancy_hop_endpoints(read(LI2O), VacancyHop(species="Li", **{"from": 4}))
     initial_file, final_file = tmp_path / "initial.extxyz", tmp_path / "final.extxyz"
@@ -272,6 +274,13 @@ def test_ill_posed_interstitial_and_file_hops_are_refused(tmp_path, capsys):
     error = _validate_error(capsys, write_recipe(tmp_path, structure={"file": str(initial_file)},
                                                  task={"kind": "neb", "final": str(final_file)}))
     assert f"{initial_file}: task.final: the 2.305 Å hop is ill-posed" in error
+    assert error.endswith("with the final endpoint file built in the same supercell")
+    # A final endpoint with a NaN position: one line, not a traceback.
+    final.positions[0, 0] = np.nan
+    write(final_file, final)
+    error = _validate_error(capsys, write_recipe(tmp_path, structure={"file": str(initial_file)},
+                                                 task={"kind": "neb", "final": str(final_file)}))
+    assert f"{final_file}: task.final: atom 0 (O) has a non-finite position" in error
 
 
 def test_a_hop_longer_than_6_A_is_warned_about(tmp_path, capsys, caplog):
