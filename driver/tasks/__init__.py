@@ -89,6 +89,15 @@ class FinishedJob:
     entry: dict
     path: Path
 
+    @property
+    def name(self) -> str:
+        return self.entry["job"]
+
+
+def softening_scale_of(jobs: Sequence[FinishedJob]) -> float | None:
+    """The run's correction scale (its corrected jobs carry it), or None without a correction."""
+    return next((job.entry["softening_scale"] for job in jobs if job.entry.get("softening_scale")), None)
+
 
 @dataclass
 class CompareOptions:

@@ -380,7 +380,7 @@ class NEBTaskKind(Task[NEBTask, NEBResult]):
         """Barriers of every band and the MEPs overlaid (driver.tasks.neb_compare)."""
         from driver.tasks.neb_compare import compare_section
 
-        return compare_section(jobs, {job.entry["job"]: read_result(NEBResult, job.path) for job in jobs}, options)
+        return compare_section(jobs, {job.name: read_result(NEBResult, job.path) for job in jobs}, options)
 
     def comparison_line(self, name: str, raw: NEBResult, corrected: NEBResult, scale: float | None) -> str | None:
         expected = expected_ratio("energy", scale)

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table, table_number
+from driver.tasks import (
+    CompareOptions,
+    CompareSection,
+    FinishedJob,
+    markdown_table,
+    softening_scale_of,
+    table_number,
+)
 
 
 def compare_section(jobs: list[FinishedJob], bands: dict, options: CompareOptions) -> CompareSection:
@@ -18,7 +25,7 @@ def compare_section(jobs: list[FinishedJob], bands: dict, options: CompareOption
                                                               rows)])
     section.notes += [f"{name}: NEB result suspect: {'; '.join(r.suspect_reasons)}"
                       for name, r in bands.items() if r.suspect]
-    s = next((job.entry["softening_scale"] for job in jobs if job.entry.get("softening_scale")), None)
+    s = softening_scale_of(jobs)
     raw, corrected = bands.get("raw"), bands.get("corrected")
     if raw is not None and corrected is not None and s:
         section.relations.append(

@@ -8,8 +8,15 @@ import math
 
 import numpy as np
 
-from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table, table_number
-from driver.tasks.phonon_plots import plot_phonons, read_phonon_results
+from driver.tasks import (
+    CompareOptions,
+    CompareSection,
+    FinishedJob,
+    markdown_table,
+    softening_scale_of,
+    table_number,
+)
+from driver.tasks.phonon_plots import plot_data, plot_phonons
 
 
 def compare_section(jobs: list[FinishedJob], results: dict, options: CompareOptions) -> CompareSection:
@@ -18,7 +25,7 @@ def compare_section(jobs: list[FinishedJob], results: dict, options: CompareOpti
              ", ".join(f"{f:.2f}" for f in sorted(r.gamma_frequencies_THz))] for name, r in results.items()]
     section = CompareSection(tables=["Phonons\n" + markdown_table(
         ["job", "mean frequency (THz)", "max frequency (THz)", "Γ frequencies (THz)"], rows)])
-    s = next((job.entry["softening_scale"] for job in jobs if job.entry.get("softening_scale")), None)
+    s = softening_scale_of(jobs)
     raw, corrected = results.get("raw"), results.get("corrected")
     if raw is not None and corrected is not None and s:
         band_raw, band_corrected = raw.band_frequencies_THz, corrected.band_frequencies_THz
@@ -32,6 +39,6 @@ def compare_section(jobs: list[FinishedJob], results: dict, options: CompareOpti
             f"{per_mode:.4f} vs 1/sqrt(s) = {1 / math.sqrt(s):.4f})")
     if options.plots:
         path = options.out_dir / "compare_phonons.png"
-        plot_phonons(path, [(job.entry["job"], read_phonon_results(job.path)) for job in jobs])
+        plot_phonons(path, [(name, plot_data(result)) for name, result in results.items()])
         section.plots.append(path)
     return section

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 
-def read_phonon_results(path: Path) -> dict:
-    with h5py.File(path, "r") as handle:
-        group = handle["results/phonons"]
-        data = {key: group[key][()] for key in ("band_distances", "band_frequencies_THz", "band_segment_lengths",
-                                                "dos_frequencies_THz", "dos_states_per_THz")}
-        data["labels"] = json.loads(group.attrs["band_labels"])
-        data["connections"] = json.loads(group.attrs["band_connections"])
-    return data
+def plot_data(result) -> dict:
+    """What the pictures draw, from a job's PhononResult as stored (driver.results.read_result)."""
+    return {"band_distances": result.band_distances, "band_frequencies_THz": result.band_frequencies_THz,
+            "band_segment_lengths": result.band_segment_lengths, "dos_frequencies_THz": result.dos_frequencies_THz,
+            "dos_states_per_THz": result.dos_states_per_THz, "labels": result.band_labels,
+            "connections": result.band_connections}
 
 
 def _tick_positions(data: dict) -> tuple[list[float], list[str]]:

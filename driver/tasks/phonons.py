@@ -294,9 +294,10 @@ def run(context) -> PhononResult:
 
 def finalize(out_dir, entries: list[dict]) -> None:
     """After all jobs: a picture per job, and raw and corrected overlaid where both ran."""
-    from driver.tasks.phonon_plots import plot_phonons, read_phonon_results
+    from driver.tasks.phonon_plots import plot_data, plot_phonons
 
-    done = {e["job"]: read_phonon_results(out_dir / e["file"]) for e in entries if e["status"] == JobStatus.COMPLETED}
+    done = {e["job"]: plot_data(read_result(PhononResult, out_dir / e["file"]))
+            for e in entries if e["status"] == JobStatus.COMPLETED}
     for name, data in done.items():
         plot_phonons(out_dir / f"{name}.phonons.png", [(name, data)])
         next(e for e in entries if e["job"] == name)["plot"] = f"{name}.phonons.png"
@@ -350,8 +351,7 @@ class PhononTaskKind(Task[PhononTask, PhononResult]):
         """Mean and Γ frequencies, the per-mode ratio, bands and DOS overlaid (driver.tasks.phonon_compare)."""
         from driver.tasks.phonon_compare import compare_section
 
-        results = {job.entry["job"]: read_result(PhononResult, job.path) for job in jobs}
-        return compare_section(jobs, results, options)
+        return compare_section(jobs, {job.name: read_result(PhononResult, job.path) for job in jobs}, options)
 
 
 TASK = PhononTaskKind()
