@@ -53,7 +53,12 @@ def job_on_disk(path: Path, recipe: Recipe) -> JobOnDisk:
             if stored is None:
                 raise InputError(f"{path}: not written by this driver's run of a recipe (no recipe_fingerprint); "
                                  "run with --overwrite or another --out")
-            field = _first_difference(json.loads(stored), json.loads(recipe_fingerprint(recipe)))
+            may_change = task_for(recipe.task.kind).resume_may_change
+            stored_recipe, current_recipe = json.loads(stored), json.loads(recipe_fingerprint(recipe))
+            for recipe_dict in (stored_recipe, current_recipe):
+                for name in may_change:
+                    recipe_dict.get("task", {}).pop(name, None)
+            field = _first_difference(stored_recipe, current_recipe)
             if field:
                 raise InputError(f"{path}: written by a different recipe ({field} differs); --resume needs the "
                                  "recipe that started the run (or use --overwrite)")

@@ -35,7 +35,7 @@ from driver.replicas import run_together
 from driver.results import SUCCEEDED, SUMMARY_NAME, JobStatus
 from driver.resume import JobOnDisk, job_on_disk, recipe_fingerprint
 from driver.structure import load_structure
-from driver.tasks import JobContext, Prepared, Share, Task, evaluate_here, task_for
+from driver.tasks import JobContext, JobRunner, Prepared, Share, Task, evaluate_here, task_for
 
 log = logging.getLogger(__name__)
 
@@ -114,9 +114,10 @@ def prepare_start(variant: str, structure: Atoms, model: Potential, correction: 
 
 def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correction: SofteningScale | None,
             out_dir: Path, provenance: dict, entries: list[dict], resume=None,
-            share: Share = evaluate_here) -> None:
+            share: Share = evaluate_here) -> dict:
     """Run one job into OUT/<job>.h5 (from `resume`, continue the file it left); its summary
-    entry joins `entries` before it starts, so an interrupted job is still reported as such.
+    entry joins `entries` before it starts (replacing the entry of an earlier segment of the
+    same job), so an interrupted job is still reported as such; returns that entry.
     `share`: who evaluates the job's structures (World.map_shared for run.share_structures)."""
     task = task_for(recipe.task.kind)
     reference_energy_eV = start.reference_energy_eV
@@ -140,7 +141,11 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
     entry = {"job": job.name, "file": path.name, "variant": job.variant,
              "temperature_K": job.temperature_K, "reference_energy_eV": reference_energy_eV,
              "softening_scale": softening_scale, "status": JobStatus.RUNNING}
-    entries.append(entry)
+    earlier = [i for i, e in enumerate(entries) if e["job"] == job.name]
+    if earlier:
+        entries[earlier[0]] = entry
+    else:
+        entries.append(entry)
     started = time.perf_counter()
     status = JobStatus.FAILED
     try:
@@ -173,6 +178,7 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
             writer.close(status, entry)
         except OutputError as exc:
             log.warning("could not close cleanly: %s", exc)
+    return entry
 
 
 def _open_writer(path: Path, atoms: Atoms, recipe: Recipe, provenance: dict, resume) -> H5MDWriter:
@@ -265,6 +271,7 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
         **model.provenance(), **structure_info,
     }
     report = RunReport(out_dir, recipe.task.kind, rank=world.rank)
+    study: dict[str, object] = {}
     entries: list[dict] = []  # this rank's jobs
     share: Share = world.map_shared if sharing else evaluate_here
     try:
@@ -275,21 +282,33 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
                     log.info("%s: already %s; skipped (--resume)", job.name, on_disk.entry["status"])
                     entries.append(on_disk.entry)
 
-            def run_one(job: Job, base: Potential = model) -> None:
-                run_job(job, recipe, starts[job.variant], base, correction, job_dir, provenance, entries,
-                        on_disk_by_job[job.name].state, share)
+            ran: set[str] = set()
 
-            if recipe.run.batch_replicas and len(to_run) > 1:
-                run_together(to_run, model, task.needs_stress(recipe.task), run_one)
-            else:
-                for number, job in enumerate(to_run, start=1):
-                    interrupt.raise_if_requested()  # a signal that came after the last job's last check
-                    log.info("running %s (job %d of %d on this rank)", job.name, number, len(to_run))
-                    run_one(job)
+            def run_one(job: Job, base: Potential = model) -> dict:
+                """The job from where its file stands: the state --resume found, or (a job
+                run again in this process, the next segment of a study) its newest checkpoint."""
+                state = on_disk_by_job[job.name].state
+                if job.name in ran:
+                    state = current_state(task, job_dir / f"{job.name}.h5", recipe.task)
+                ran.add(job.name)
+                return run_job(job, recipe, starts[job.variant], base, correction, job_dir, provenance, entries,
+                               state, share)
+
+            def together(jobs_here) -> list[dict]:
+                got: dict[str, dict] = {}
+
+                def one(job: Job, base: Potential) -> None:
+                    got[job.name] = run_one(job, base)
+
+                run_together(jobs_here, model, task.needs_stress(recipe.task), one)
+                return [got[job.name] for job in jobs_here if job.name in got]
+
+            task.run_jobs(recipe.task, to_run, JobRunner(run_one, together if recipe.run.batch_replicas else None,
+                                                          job_dir, entries))
             interrupt.raise_if_requested()
         report.jobs = in_job_order(jobs, world.allgather(entries if world.root or not sharing else []))
         if world.root:
-            task.finalize(out_dir, report.jobs)
+            study = task.finalize(out_dir, report.jobs)
     finally:
         if job_dir != out_dir:
             shutil.rmtree(job_dir, ignore_errors=True)
@@ -302,8 +321,17 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
                 extra["reference_energy_eV"] = first.reference_energy_eV
             if correction is not None:
                 extra.update(correction.provenance())
+            extra.update(study)
             write_summary(out_dir, recipe, started, report.jobs, extra)
     return report
+
+
+def current_state(task: Task, path: Path, spec):
+    """Task.resume_state of a job file as it stands now (the job's next segment starts there)."""
+    import h5py
+
+    with h5py.File(path, "r") as handle:
+        return task.resume_state(handle, spec)
 
 
 def in_job_order(jobs: list[Job], entries_per_rank: list[list[dict]], others_unknown: bool = False) -> list[dict]:

@@ -12,6 +12,7 @@ Built-in kinds are TASK_MODULES; `register` adds one from outside the package (t
 from __future__ import annotations
 
 import importlib
+import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from ase import Atoms
 
+from driver import interrupt
 from driver.jobs import Job
 from driver.results import WITH_RESULTS, TaskResult
 
@@ -31,7 +33,10 @@ if TYPE_CHECKING:
     from driver.specs import OutputSpec, StructureSpec
 
 TASK_MODULES = ("driver.tasks.md", "driver.tasks.phonons", "driver.tasks.neb", "driver.tasks.relax",
-                "driver.tasks.eos", "driver.tasks.elastic", "driver.tasks.single_point")
+                "driver.tasks.eos", "driver.tasks.elastic", "driver.tasks.single_point",
+                "driver.tasks.diffusion")
+
+log = logging.getLogger(__name__)
 
 DEFAULT_MIN_DISTANCE_A = 0.5
 
@@ -80,6 +85,20 @@ class JobContext:
     resume: Any = None  # `driver run --resume`: Task.resume_state's answer, the state this job continues from
     share: Share = evaluate_here  # run.share_structures: World.map_shared, the ranks evaluate together
     structure_file: str = ""  # the recipe's structure file, for tasks that read all its frames
+
+
+@dataclass
+class JobRunner:
+    """What the runner hands a task to run this rank's jobs: `one(job)` runs a job, or continues
+    it from its own file when it ran before (in this process or a killed one), and returns its
+    summary entry; `together(jobs)` runs several side by side, one batched model call per step
+    (run.batch_replicas), and returns their entries, or is None; `out_dir` holds the job files;
+    `entries` this rank's summary entries (a task may add one for a job it did not run)."""
+
+    one: Callable[[Job], dict]
+    together: Callable[[Sequence[Job]], list[dict]] | None
+    out_dir: Path
+    entries: list[dict]
 
 
 @dataclass
@@ -141,6 +160,7 @@ class Task(Generic[SpecT, ResultT]):
     streams_trajectory: ClassVar[bool] = False  # MD writes frames; others store their start as one
     batches_replicas: ClassVar[bool] = False  # run.batch_replicas: its jobs can step side by side
     shares_structures: ClassVar[bool] = False  # run.share_structures: a job's structures split over ranks
+    resume_may_change: ClassVar[tuple[str, ...]] = ()  # task fields --resume accepts changed (a budget)
 
     def check(self, spec, atoms: Atoms, structure: StructureSpec) -> None:
         """Model-free checks of the task against its starting structure, raising InputError:
@@ -164,6 +184,17 @@ class Task(Generic[SpecT, ResultT]):
 
     def needs_stress(self, spec) -> bool:
         return False
+
+    def run_jobs(self, spec, jobs: list[Job], runner: JobRunner) -> None:
+        """Run this rank's jobs. The default: side by side where the recipe asks for it, else one
+        after another. A task whose jobs grow in segments (diffusion) schedules them itself."""
+        if runner.together is not None and len(jobs) > 1:
+            runner.together(jobs)
+            return
+        for number, job in enumerate(jobs, start=1):
+            interrupt.raise_if_requested()  # a signal that came after the last job's last check
+            log.info("running %s (job %d of %d on this rank)", job.name, number, len(jobs))
+            runner.one(job)
 
     def prepare(self, atoms: Atoms, spec) -> Prepared:
         """`atoms` carries the job's potential; the default starts from the structure as given."""
@@ -192,8 +223,10 @@ class Task(Generic[SpecT, ResultT]):
         scalar correction of softening scale `scale` predicts (driver.correction.expected_ratio)."""
         return None
 
-    def finalize(self, out_dir: Path, entries: list[dict]) -> None:
-        """After every job of the run (rank 0): plots across jobs."""
+    def finalize(self, out_dir: Path, entries: list[dict]) -> dict[str, object]:
+        """After every job of the run (rank 0): plots and results across jobs; what it returns
+        joins summary.json (a diffusion study's Arrhenius fit)."""
+        return {}
 
     def compare_section(self, jobs: list[FinishedJob], options: CompareOptions) -> CompareSection:
         """This kind's part of `driver compare`. The default: each job's report line, and the same

@@ -197,8 +197,9 @@ class EOSTaskKind(Task[EOSTask, EOSResult]):
         return (f"  eos: corrected/raw B0 = {corrected.B0_GPa / raw.B0_GPa:.4f} (exact for the scalar "
                 f"correction: 1/s = {expected:.4f}); V0 ratio {corrected.V0_A3 / raw.V0_A3:.5f} (exact: 1)")
 
-    def finalize(self, out_dir, entries: list[dict]) -> None:
+    def finalize(self, out_dir, entries: list[dict]) -> dict[str, object]:
         finalize(out_dir, entries)
+        return {}
 
 
 TASK = EOSTaskKind()

@@ -50,16 +50,13 @@ log = logging.getLogger(__name__)
 MAX_TIMESTEP_FS = 10.0
 
 
-class MDTask(Strict):
-    """Molecular dynamics with one of ASE's integrators; one job per temperature, or one job
-    following a temperature schedule (driver.tasks.md_schedule)."""
+class MDIntegration(Strict):
+    """How MD integrates, shared by every task that runs MD (md, diffusion): the ensemble and its
+    thermostat and barostat settings, the seed, and the explosion limits."""
 
-    kind: Literal["md"]
     ensemble: EnsembleName = "nvt_langevin"
     timestep_fs: bounded(gt=0, le=MAX_TIMESTEP_FS, unit="fs", warn_above=5,
                          why="most integrators lose energy conservation above ~5 fs, sooner with H or Li")
-    steps: bounded(int, ge=1, le=10**9)
-    temperature_K: Float | list[Float] | TemperatureRamp | TemperaturePoints
     seed: bounded(int, ge=0, le=2**32 - 1) = Field(0, description="numpy RNG seed for velocities and thermostat noise")
     friction_per_fs: bounded(gt=0, le=10, unit="fs^-1") = Field(0.01, description="Langevin friction")
     tdamp_fs: bounded(gt=0, le=10**6, unit="fs") = Field(100.0, description="thermostat time constant")
@@ -68,10 +65,23 @@ class MDTask(Strict):
     compressibility_per_GPa: bounded(gt=0, le=10, unit="GPa^-1") = Field(
         0.01, description="Berendsen barostat compressibility"
     )
-    relax: RelaxSpec | None = None
     min_distance_A: bounded(gt=0, le=5, unit="Å") = Field(
         0.5, description="refuse a start with two atoms closer; stop MD when they come closer (explosion)")
     max_temperature_factor: bounded(gt=1, le=1000) = Field(5.0, description="stop when T exceeds this x target")
+
+    def integration(self) -> dict[str, object]:
+        """These fields as keyword arguments (an MDTask for one stretch of another task's MD)."""
+        return {name: getattr(self, name) for name in MDIntegration.model_fields}
+
+
+class MDTask(MDIntegration):
+    """Molecular dynamics with one of ASE's integrators; one job per temperature, or one job
+    following a temperature schedule (driver.tasks.md_schedule)."""
+
+    kind: Literal["md"]
+    steps: bounded(int, ge=1, le=10**9)
+    temperature_K: Float | list[Float] | TemperatureRamp | TemperaturePoints
+    relax: RelaxSpec | None = None
 
     @field_validator("temperature_K", mode="before")
     @classmethod

@@ -344,8 +344,9 @@ class PhononTaskKind(Task[PhononTask, PhononResult]):
         return (f"  phonons: corrected/raw mean frequency = {ratio:.4f} "
                 f"(exact for the scalar correction: {EXPECTED_RATIO_TEXT['frequency']} = {expected:.4f})")
 
-    def finalize(self, out_dir, entries: list[dict]) -> None:
+    def finalize(self, out_dir, entries: list[dict]) -> dict[str, object]:
         finalize(out_dir, entries)
+        return {}
 
     def compare_section(self, jobs, options):
         """Mean and Γ frequencies, the per-mode ratio, bands and DOS overlaid (driver.tasks.phonon_compare)."""

@@ -250,8 +250,9 @@ class SinglePointTaskKind(Task[SinglePointTask, SinglePointResult]):
                      "these (driver fit on their labels gives theirs)")
         return line
 
-    def finalize(self, out_dir, entries: list[dict]) -> None:
+    def finalize(self, out_dir, entries: list[dict]) -> dict[str, object]:
         finalize(out_dir, entries)
+        return {}
 
 
 TASK = SinglePointTaskKind()

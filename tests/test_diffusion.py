@@ -1,0 +1,239 @@
+"""The diffusion study and its estimator, against answers known in advance.
+
+- Free particles under Langevin dynamics have D = kT/(mγ) exactly: the estimator's 95% intervals
+  must contain it in 90-99% of independent runs, and a study asked for 10% must stop with an
+  interval that tight, around the true value.
+- A crystal at low temperature never hops: "not diffusive", with an upper bound and no D.
+- A crystal far above its melting point trips the host gate.
+- A synthetic D(T) with a known barrier is recovered within the fit's interval; a curved one is
+  flagged.
+- A study killed at any moment and resumed reaches the numbers of an uninterrupted one; a wall
+  budget stops it cleanly, and --resume with more budget finishes it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import yaml
+from ase import Atoms, units
+from ase.build import bulk
+from ase.io import write
+
+from driver.analysis.arrhenius import fit_arrhenius, interval
+from driver.analysis.diffusivity import estimate_diffusion
+from driver.checkpoint import read_latest
+from driver.cli import main
+from driver.tasks.md import MDTask, initialize_velocities, make_integrator
+from tests.conftest import ROOT
+from tests.models.free_family import FreeLithium
+from tests.sigkill import sigkill_once_stored
+
+CLI = ("import sys; from driver.registry import register; "
+       "from tests.models.free_family import FAMILY; register(FAMILY); "
+       "from tests.models.emt_family import FAMILY as EMT; register(EMT); "
+       "from driver.cli import main; sys.exit(main(sys.argv[1:]))")
+
+N_FREE = 32
+FRICTION_PER_FS = 0.05
+
+
+def free_lithium(seed: int) -> Atoms:
+    """32 Li at random in a 10 Å box with a simple-cubic host of 27 spring-held atoms."""
+    rng = np.random.default_rng(seed)
+    atoms = bulk("Cu", "sc", a=10 / 3).repeat(3) + Atoms(f"Li{N_FREE}", positions=rng.uniform(0, 10, (N_FREE, 3)))
+    atoms.cell = [10.0] * 3
+    atoms.pbc = True
+    return atoms
+
+
+def true_diffusivity_cm2_s(temperature_K: float, n_free: int = N_FREE) -> float:
+    """kT/(mγ) for Li, less the centre of mass the integrator holds fixed (the free atoms' centre
+    is bound to the spring-held host's, so their mean displacement is removed: factor 1 - 1/N)."""
+    mass = Atoms("Li").get_masses()[0]
+    d_ase = units.kB * temperature_K / (mass * FRICTION_PER_FS / units.fs)  # Å² per ASE time unit
+    return d_ase * units.fs * 0.1 * (1 - 1 / n_free)  # per ASE time -> per fs; Å²/fs -> cm²/s
+
+
+def _free_trajectory(seed: int, temperature_K: float, steps: int, every: int = 10):
+    atoms = free_lithium(seed)
+    atoms.calc = FreeLithium()
+    spec = MDTask(kind="md", steps=steps, temperature_K=temperature_K, timestep_fs=1.0, seed=seed,
+                  friction_per_fs=FRICTION_PER_FS, min_distance_A=0.001)
+    initialize_velocities(atoms, temperature_K, seed)
+    integrator = make_integrator(atoms, spec, temperature_K, seed)
+    positions, cells = [atoms.get_positions()], [atoms.cell[:]]
+    integrator.attach(lambda: (positions.append(atoms.get_positions()), cells.append(atoms.cell[:])), interval=every)
+    integrator.run(steps)
+    return np.arange(len(positions)) * every * 1.0, np.array(positions), np.array(cells), atoms.numbers == 3
+
+
+def test_intervals_of_free_particles_contain_the_true_diffusivity_at_their_confidence():
+    """60 independent 4 ps Langevin runs (the driver's own integrator): a run whose 95% interval
+    misses D = kT/(mγ), or that gives no interval at all, counts as a miss."""
+    temperature = 1000.0
+    truth = true_diffusivity_cm2_s(temperature)
+    hits, ratios = 0, []
+    for seed in range(60):
+        times, positions, cells, mobile = _free_trajectory(seed, temperature, 4000)
+        estimate = estimate_diffusion(times, positions, cells, mobile, equilibration_fs=0.0, seed=seed,
+                                      min_hops_per_ion=0.2)
+        if estimate.interval_cm2_s is None:
+            continue
+        low, high = estimate.interval_cm2_s
+        hits += low <= truth <= high
+        ratios.append(estimate.diffusivity_cm2_s / truth)
+    assert 0.90 <= hits / 60 <= 0.99, f"{hits}/60 intervals contain the true D"
+    assert abs(np.mean(ratios) - 1) < 0.05, f"mean D/D_true {np.mean(ratios):.3f}"
+
+
+def _run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", CLI, *args], cwd=ROOT, capture_output=True, text=True, timeout=600)
+
+
+def _study_recipe(folder: Path, task: dict, structure: Atoms, model: str, **sections) -> Path:
+    write(folder / "start.extxyz", structure)
+    recipe = {"name": "study", "structure": {"file": str(folder / "start.extxyz")},
+              "model": {"name": model, "dtype": "float64"},
+              "task": {"kind": "diffusion", "timestep_fs": 1.0, "seed": 3, **task},
+              "output": {"directory": str(folder / "out"), "write_every": 10, "checkpoint_every": 100}}
+    recipe.update(sections)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+FREE_TASK = {"species": ["Li"], "temperatures_K": [600, 1000], "friction_per_fs": FRICTION_PER_FS,
+             "min_distance_A": 0.001, "equilibration": 0, "target": {"relative_error": 0.10},
+             "segment_ps": 1, "min_ps": 2, "max_ps": 30}
+
+
+def _results(out: Path) -> dict[str, dict]:
+    return {job["job"]: job for job in json.loads((out / "summary.json").read_text())["jobs"]}
+
+
+def test_a_study_grows_each_temperature_until_its_interval_meets_the_target(tmp_path):
+    recipe = _study_recipe(tmp_path, FREE_TASK, free_lithium(5), "free_li")
+    done = _run("run", str(recipe))
+    assert done.returncode == 0, done.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    for job in summary["jobs"]:
+        assert job["status"] == "completed" and job["state"] == "target reached"
+        assert job["relative_half_width"] <= 0.10
+        assert 2 < job["simulated_ps"] < 30  # grew past min_ps, stopped before max_ps
+        truth = true_diffusivity_cm2_s(job["temperature_K"])
+        assert job["interval_low_cm2_s"] <= truth <= job["interval_high_cm2_s"], job
+        with h5py.File(tmp_path / "out" / job["file"], "r") as f:
+            history = f["results/diffusion/history_relative_half_width"][()]
+            # the trace: every earlier segment short of the target (or not yet diffusive), the last within it
+            assert len(history) >= 2 and history[-1] <= 0.10
+            assert all(np.isnan(w) or w > 0.10 for w in history[:-1]), history
+    study = summary["diffusion_study"]["variants"]["raw"]
+    assert study["arrhenius"] is not None and study["diffusivity_room_cm2_s"]["low"] > 0
+    assert "Ea = " in done.stderr
+
+
+def test_a_crystal_at_room_temperature_is_not_diffusive(tmp_path, emt_family):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    task = {"species": ["Cu"], "temperatures_K": [300], "segment_ps": 1, "min_ps": 2, "max_ps": 3,
+            "timestep_fs": 2.0}
+    recipe = _study_recipe(tmp_path, task, atoms, "emt")
+    assert main(["-q", "run", str(recipe)]) == 1  # the target was not reached
+    job = _results(tmp_path / "out")["raw-T300K"]
+    assert job["verdict"] == "not diffusive" and job["state"] == "target not reached"
+    assert job["hops"] == 0 and job["diffusivity_cm2_s"] is None and job["relative_half_width"] is None
+    assert 0 < job["upper_bound_cm2_s"] < 1e-4
+    assert "hops" in job["reason"]
+
+
+def test_a_melted_host_is_refused_as_disordered(tmp_path, emt_family):
+    atoms = bulk("Cu", "fcc", a=3.61, cubic=True).repeat(2)
+    task = {"species": ["Cu"], "temperatures_K": [5000], "segment_ps": 1, "min_ps": 3, "max_ps": 3,
+            "timestep_fs": 1.0, "max_temperature_factor": 3}
+    recipe = _study_recipe(tmp_path, task, atoms, "emt")
+    main(["-q", "run", str(recipe)])
+    job = _results(tmp_path / "out")["raw-T5000K"]
+    assert job["verdict"] == "host disordered" and job["status"] == "suspect", job
+    assert job["host_site_fraction"] < 0.6 and job["diffusivity_cm2_s"] is None
+
+
+def test_arrhenius_recovers_a_known_barrier_and_flags_curvature():
+    rng = np.random.default_rng(0)
+    ea, d0 = 0.35, 2e-3
+    temperatures = [600.0, 700.0, 800.0, 900.0, 1000.0]
+    straight, curved = [], []
+    for t in temperatures:
+        d = d0 * np.exp(-ea / (units.kB * t))
+        noise = rng.normal(0, 0.05)  # each temperature's estimate is off by its own error
+        straight.append(d * np.exp(noise + rng.normal(0, 0.05, 3000)))
+        bend = 1.0 if t < 850 else np.exp(1.5 * (t - 850) / 150)  # a faster mechanism above 850 K
+        curved.append(d * bend * np.exp(rng.normal(0, 0.03, 3000)))
+    fit = fit_arrhenius(temperatures, straight)
+    low, _, high = interval(fit.activation_energy_samples_eV, 0.95)
+    assert low <= ea <= high and high - low < 0.1
+    d300 = d0 * np.exp(-ea / (units.kB * 300))
+    low, _, high = interval(fit.diffusivity_samples(300), 0.95)
+    assert low <= d300 <= high
+    assert not fit.curved
+    assert fit_arrhenius(temperatures, curved).curved
+
+
+def test_the_study_killed_mid_segment_resumes_to_the_same_numbers(tmp_path):
+    task = {**FREE_TASK, "temperatures_K": [800], "target": {"relative_error": 0.12}}
+    whole = _study_recipe(tmp_path, task, free_lithium(5), "free_li")
+    assert _run("run", str(whole), "--out", str(tmp_path / "whole")).returncode == 0
+    killed_dir = tmp_path / "killed"
+    h5 = killed_dir / "raw-T800K.h5"
+    sigkill_once_stored([sys.executable, "-c", CLI, "-q", "run", str(whole), "--out", str(killed_dir)], h5,
+                        tmp_path / "peek.h5", 2500, read_latest, timeout_s=300)  # past min_ps, mid-segment
+    resumed = _run("run", str(whole), "--out", str(killed_dir), "--resume")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = _results(tmp_path / "whole")["raw-T800K"], _results(killed_dir)["raw-T800K"]
+    for key in ("diffusivity_cm2_s", "interval_low_cm2_s", "interval_high_cm2_s", "simulated_ps", "hops", "state"):
+        assert a[key] == b[key], key
+    with h5py.File(tmp_path / "whole" / "raw-T800K.h5", "r") as f, h5py.File(h5, "r") as g:
+        np.testing.assert_array_equal(f["particles/all/position/value"][()], g["particles/all/position/value"][()])
+        np.testing.assert_array_equal(f["results/diffusion/history_ps"][()], g["results/diffusion/history_ps"][()])
+
+
+def test_a_wall_budget_stops_the_study_and_resume_with_more_finishes_it(tmp_path):
+    task = {**FREE_TASK, "temperatures_K": [800], "wall_hours": 1e-6}
+    recipe = _study_recipe(tmp_path, task, free_lithium(5), "free_li")
+    stopped = _run("run", str(recipe))
+    assert stopped.returncode == 1
+    job = _results(tmp_path / "out")["raw-T800K"]
+    assert job["status"] == "interrupted" and job["state"] == "wall budget used"
+    assert job["simulated_ps"] == 2  # the first segment ran; the budget stopped the second
+    assert "wall budget" in stopped.stderr
+    more = yaml.safe_load(recipe.read_text())
+    more["task"]["wall_hours"] = 1.0
+    recipe.write_text(yaml.safe_dump(more))
+    finished = _run("run", str(recipe), "--resume")
+    assert finished.returncode == 0, finished.stderr
+    job = _results(tmp_path / "out")["raw-T800K"]
+    assert job["status"] == "completed" and job["relative_half_width"] <= 0.10
+
+
+@pytest.mark.parametrize("task, message", [
+    ({"species": ["Na"]}, "task.species: ['Na'] not in the structure"),
+    ({"min_ps": 10, "max_ps": 5}, "max_ps (5) is below min_ps (10)"),
+    ({"species": ["Xx"]}, "not chemical symbols"),
+])
+def test_bad_study_recipes_are_one_line(tmp_path, capsys, task, message):
+    recipe = _study_recipe(tmp_path, {**FREE_TASK, **task}, free_lithium(5), "free_li")
+    from driver.registry import register, unregister
+    from tests.models.free_family import FAMILY
+
+    register(FAMILY)
+    try:
+        assert main(["validate", str(recipe)]) == 2
+    finally:
+        unregister(FAMILY.name)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
