@@ -13,6 +13,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
@@ -29,7 +30,10 @@ from driver.analysis.diffusivity import Verdict
 from driver.jobs import Job
 from driver.results import WITH_RESULTS, JobStatus, to_attribute
 from driver.tasks import JobRunner
-from driver.tasks.diffusion import DiffusionResult, DiffusionTask, StudyState
+from driver.tasks.diffusion_result import DiffusionResult, StudyState
+
+if TYPE_CHECKING:
+    from driver.tasks.diffusion import DiffusionTask
 
 log = logging.getLogger(__name__)
 
