@@ -143,7 +143,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
             charges[symbol.strip()] = float(value)
         except ValueError:
             raise InputError(f"--charge {item}: expected SYMBOL=CHARGE, e.g. Li=1") from None
-    comparison = compare_run(args.out_dir, charges=charges or None, window=tuple(args.window))
+    comparison = compare_run(args.out_dir, charges=charges or None)
     print(comparison.format())
     return 0
 
@@ -275,8 +275,6 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--charge", action="append", metavar="SYMBOL=CHARGE",
                          help="ionic charge for Nernst-Einstein (repeatable; default: oxidation states guessed "
                          "from the composition)")
-    compare.add_argument("--window", nargs=2, type=float, default=[0.1, 0.5], metavar=("START", "END"),
-                         help="MSD fit window as fractions of the run (default 0.1 0.5)")
     compare.set_defaults(handler=_cmd_compare)
 
     models = commands.add_parser("models", help="list model families and where weights are found")

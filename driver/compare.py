@@ -86,11 +86,8 @@ def _kind_of(path: Path) -> str | None:
         return next((kind for kind in task_kinds() if f"results/{kind}" in handle), None)
 
 
-def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None,
-                window: tuple[float, float] = (0.1, 0.5), plots: bool = True) -> Comparison:
+def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None, plots: bool = True) -> Comparison:
     """Analyse every usable job of a run, write plots and OUT_DIR/report.md, return the lot."""
-    if not 0 <= window[0] < window[1] <= 1:
-        raise InputError(f"--window {window[0]} {window[1]}: need 0 <= start < end <= 1 (fractions of the run)")
     out_dir = Path(out_dir)
     summary = _load_summary(out_dir)
     comparison = Comparison(out_dir, correction_trust=summary_trust_lines(summary))
@@ -108,7 +105,7 @@ def compare_run(out_dir: str | Path, charges: dict[str, float] | None = None,
             by_kind.setdefault(kind, []).append(FinishedJob(job, path))
     if not by_kind:
         raise InputError(f"{out_dir / SUMMARY_NAME}: no completed job with an output file to compare")
-    options = CompareOptions(out_dir, charges, window, plots)
+    options = CompareOptions(out_dir, charges, plots)
     comparison.sections = {kind: task_for(kind).compare_section(jobs, options) for kind, jobs in by_kind.items()}
     comparison.report = write_report(comparison, out_dir / REPORT_NAME)
     return comparison

@@ -128,12 +128,12 @@ def estimate_diffusion(times_fs: np.ndarray, positions_A: np.ndarray, cells_A: n
                        f"(needs ≥ {max(MIN_HOPS, math.ceil(min_hops_per_ion * int(mobile.sum())))})")
     if start is None:
         reasons.append(f"the MSD never grows linearly in time (log-log slope never 1 ± {SLOPE_TOLERANCE:g})")
-    if host_fraction < HOST_ORDERED_FRACTION:
+    if reasons:  # atoms that do not diffuse are not diffusive, whatever their surroundings do
+        verdict, reason = Verdict.NOT_DIFFUSIVE, "; ".join(reasons)
+    elif host_fraction < HOST_ORDERED_FRACTION:
         verdict = Verdict.HOST_DISORDERED
         reason = (f"only {host_fraction:.0%} of host atoms remain near a starting site (a crystal keeps "
                   f"≥ {HOST_ORDERED_FRACTION:.0%}): melted or amorphised")
-    elif reasons:
-        verdict, reason = Verdict.NOT_DIFFUSIVE, "; ".join(reasons)
     else:
         verdict, reason = Verdict.DIFFUSIVE, ""
     if verdict is Verdict.NOT_DIFFUSIVE or start is None:

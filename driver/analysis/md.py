@@ -1,4 +1,5 @@
-"""Per-job MD analysis: MSD and D per species, Nernst-Einstein σ, RDF, temperature/energy traces."""
+"""Per-job MD analysis: D per species through the product's one estimator
+(driver.analysis.diffusivity: window, interval and gates), Nernst-Einstein σ, RDF, traces."""
 
 from __future__ import annotations
 
@@ -9,13 +10,8 @@ from pathlib import Path
 import numpy as np
 from ase.data import chemical_symbols
 
-from driver.analysis.diffusion import (
-    DiffusionFit,
-    diffusivity,
-    nernst_einstein,
-    remove_drift,
-    unwrap,
-)
+from driver.analysis.arrhenius import nernst_einstein_S_cm
+from driver.analysis.diffusivity import DiffusionEstimate, estimate_diffusion
 from driver.analysis.rdf import rdf
 from driver.trajectory import Trajectory, read_trajectory
 
@@ -24,10 +20,9 @@ from driver.trajectory import Trajectory, read_trajectory
 class SpeciesDiffusion:
     symbol: str
     count: int
-    msd_A2: np.ndarray
-    fit: DiffusionFit
+    estimate: DiffusionEstimate
     charge_e: float
-    conductivity_S_cm: float | None  # None where the charge is 0 (no ionic current to speak of)
+    conductivity_S_cm: tuple[float, float, float] | None  # (low, median, high); None: no charge, or no D
 
 
 @dataclass
@@ -71,26 +66,27 @@ def _rdf_frames(trajectory: Trajectory, max_frames: int = 10) -> list:
 
 
 def analyze_md(path: Path, job: str, variant: str, temperature_K: float | None, softening_scale: float | None,
-               charges: dict[str, float], window: tuple[float, float]) -> MDAnalysis:
+               charges: dict[str, float], confidence: float = 0.95) -> MDAnalysis:
     trajectory = read_trajectory(path)
     notes: list[str] = []
-    positions = unwrap(trajectory.positions_A, trajectory.cells_A)
-    positions = remove_drift(positions, trajectory.masses)
     volume = float(np.mean(np.abs(np.linalg.det(trajectory.cells_A))))
     temperatures = trajectory.observables.get("temperature")
     mean_t = float(np.mean(temperatures[1])) if temperatures is not None else float("nan")
     nernst_t = temperature_K if temperature_K else mean_t
+    energy = trajectory.observables.get("potential_energy")
     species: dict[str, SpeciesDiffusion] = {}
     for number in sorted(set(trajectory.numbers.tolist())):
         symbol = chemical_symbols[number]
         mask = trajectory.numbers == number
-        msd, fit = diffusivity(trajectory.times_fs, positions[:, mask], window)
+        estimate = estimate_diffusion(trajectory.times_fs, trajectory.positions_A, trajectory.cells_A, mask,
+                                      energy=energy[1] if energy is not None else None, confidence=confidence)
         charge = charges.get(symbol, 0.0)
-        sigma = (nernst_einstein(fit.diffusivity_cm2_s, int(mask.sum()), volume, charge, nernst_t)
-                 if charge and math.isfinite(nernst_t) else None)
-        species[symbol] = SpeciesDiffusion(symbol, int(mask.sum()), msd, fit, charge, sigma)
-    if len(trajectory.times_fs) < 10:
-        notes.append(f"{job}: only {len(trajectory.times_fs)} frames; D is a vibrational, not diffusive, estimate")
+        sigma = None
+        if charge and math.isfinite(nernst_t) and estimate.usable:
+            low, high = estimate.interval_cm2_s
+            sigma = tuple(float(nernst_einstein_S_cm(d, int(mask.sum()), volume, charge, nernst_t))
+                          for d in (low, estimate.diffusivity_cm2_s, high))
+        species[symbol] = SpeciesDiffusion(symbol, int(mask.sum()), estimate, charge, sigma)
     try:
         radial = rdf(_rdf_frames(trajectory)) if trajectory.pbc.all() else None
     except Exception as exc:  # ASE raises for cells too small or without volume; the rest still stands

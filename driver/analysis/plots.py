@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from driver.analysis.diffusion import ArrheniusFit
+from driver.analysis.arrhenius import ArrheniusPosterior, interval
 from driver.analysis.md import MDAnalysis
 
 STYLE = {"raw": "-", "corrected": "--"}
@@ -38,16 +39,42 @@ def save_figure(figure, path: Path) -> Path:
     return path
 
 
-def plot_msd(path: Path, runs: list[MDAnalysis]) -> Path:
+@dataclass
+class MSDCurve:
+    """One MSD for plot_msd: the panel it goes in (a species), its label, variant and temperature
+    (style and colour), lags and MSD, and the fit window (None: no D was fitted)."""
+
+    panel: str
+    label: str
+    variant: str
+    temperature_K: float
+    lags_ps: np.ndarray
+    msd_A2: np.ndarray
+    window_ps: tuple[float, float] | None
+
+
+def _palette(temperatures: list[float]):
+    import matplotlib
+
+    ordered = sorted(set(temperatures))
+    palette = matplotlib.colormaps["viridis"]
+    return {t: palette(0.85 * i / max(1, len(ordered) - 1)) for i, t in enumerate(ordered)}
+
+
+def plot_msd(path: Path, curves: list[MSDCurve]) -> Path:
+    """MSD against lag, one panel per species, the fit window drawn thick over the thin curve."""
     plt = pyplot()
-    symbols = sorted({s for run in runs for s in run.species})
-    figure, axes = plt.subplots(1, len(symbols), figsize=(4.5 * len(symbols), 3.8), dpi=110, squeeze=False)
-    for axis, symbol in zip(axes[0], symbols, strict=True):
-        for run in runs:
-            if symbol in run.species:
-                axis.plot(run.times_fs / 1000, run.species[symbol].msd_A2, STYLE.get(run.variant, ":"),
-                          color=_colour(runs, run), label=run.job)
-        axis.set(title=f"{symbol}: MSD (time-origin averaged)", xlabel="lag time (ps)", ylabel="MSD (Å²)")
+    panels = sorted({c.panel for c in curves})
+    colours = _palette([c.temperature_K for c in curves])
+    figure, axes = plt.subplots(1, len(panels), figsize=(4.5 * len(panels), 3.8), dpi=110, squeeze=False)
+    for axis, panel in zip(axes[0], panels, strict=True):
+        for curve in (c for c in curves if c.panel == panel):
+            colour, style = colours[curve.temperature_K], STYLE.get(curve.variant, ":")
+            axis.plot(curve.lags_ps, curve.msd_A2, style, color=colour, linewidth=0.8, label=curve.label)
+            if curve.window_ps is not None:
+                inside = (curve.lags_ps >= curve.window_ps[0]) & (curve.lags_ps <= curve.window_ps[1])
+                axis.plot(curve.lags_ps[inside], curve.msd_A2[inside], style, color=colour, linewidth=2.5)
+        axis.set(title=f"{panel}: MSD (thick: fit window)", xlabel="lag time (ps)", ylabel="MSD (Å²)")
         axis.legend(fontsize=7)
     return save_figure(figure, path)
 
@@ -81,25 +108,37 @@ def plot_traces(path: Path, runs: list[MDAnalysis]) -> Path:
     return save_figure(figure, path)
 
 
-def plot_arrhenius(path: Path, runs: list[MDAnalysis], fits: dict[tuple[str, str], ArrheniusFit]) -> Path:
+@dataclass
+class ArrheniusPoint:
+    series: str  # e.g. "raw Li"
+    temperature_K: float
+    low: float
+    median: float
+    high: float
+
+
+def plot_arrhenius(path: Path, points: list[ArrheniusPoint], fits: dict[str, ArrheniusPosterior],
+                   confidence: float, extend_to_K: float | None = None) -> Path:
+    """D against 1000/T with each point's interval, each series' fit with its band (out to
+    `extend_to_K`, e.g. room temperature, where given)."""
     plt = pyplot()
-    figure, axis = plt.subplots(figsize=(5.5, 4), dpi=110)
+    figure, axis = plt.subplots(figsize=(5.8, 4.2), dpi=110)
     markers = {"raw": "o", "corrected": "s"}
-    for (variant, symbol) in sorted({(r.variant, s) for r in runs for s in r.species}):
-        points = [(r.temperature_K, r.species[symbol].fit) for r in runs
-                  if r.variant == variant and symbol in r.species and r.temperature_K
-                  and r.species[symbol].fit.diffusivity_cm2_s > 0]
-        if not points:
-            continue
-        x = np.array([1000 / t for t, _ in points])
-        d = np.array([f.diffusivity_cm2_s for _, f in points])
-        err = np.array([f.error_cm2_s if np.isfinite(f.error_cm2_s) else 0 for _, f in points])
-        line = axis.errorbar(x, d, yerr=np.minimum(err, 0.99 * d), fmt=markers.get(variant, "^"), label=f"{variant} {symbol}")
-        fit = fits.get((variant, symbol))
+    for series in sorted({p.series for p in points}):
+        mine = sorted((p for p in points if p.series == series), key=lambda p: p.temperature_K)
+        x = np.array([1000 / p.temperature_K for p in mine])
+        median = np.array([p.median for p in mine])
+        errors = [median - np.array([p.low for p in mine]), np.array([p.high for p in mine]) - median]
+        line = axis.errorbar(x, median, yerr=errors, fmt=markers.get(series.split()[0], "^"), capsize=3, label=series)
+        fit = fits.get(series)
         if fit is not None:
-            grid = np.linspace(x.min(), x.max(), 50)
-            axis.plot(grid, [fit.diffusivity_at(1000 / g) for g in grid], STYLE.get(variant, ":"),
-                      color=line[0].get_color())
-    axis.set(yscale="log", xlabel="1000 / T (1/K)", ylabel="D (cm²/s)", title="Arrhenius")
+            top = 1000 / extend_to_K if extend_to_K else x.max()
+            grid = np.linspace(x.min(), max(x.max(), top), 60)
+            bands = np.array([interval(fit.diffusivity_samples(1000 / g), confidence) for g in grid])
+            colour = line[0].get_color()
+            axis.plot(grid, bands[:, 1], STYLE.get(series.split()[0], ":"), color=colour)
+            axis.fill_between(grid, bands[:, 0], bands[:, 2], color=colour, alpha=0.2)
+    axis.set(yscale="log", xlabel="1000 / T (1/K)", ylabel="D (cm²/s)",
+             title=f"Arrhenius ({confidence:.0%} intervals and bands)")
     axis.legend(fontsize=7)
     return save_figure(figure, path)

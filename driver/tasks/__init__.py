@@ -120,11 +120,11 @@ def softening_scale_of(jobs: Sequence[FinishedJob]) -> float | None:
 
 @dataclass
 class CompareOptions:
-    """What `driver compare` was asked for; `charges` and `window` are the MD analysis's."""
+    """What `driver compare` was asked for; `charges` are the MD analysis's (the diffusivity
+    estimator chooses each job's window itself)."""
 
     out_dir: Path
     charges: dict[str, float] | None = None
-    window: tuple[float, float] = (0.1, 0.5)
     plots: bool = True
 
 
