@@ -142,3 +142,31 @@ def plot_arrhenius(path: Path, points: list[ArrheniusPoint], fits: dict[str, Arr
              title=f"Arrhenius ({confidence:.0%} intervals and bands)")
     axis.legend(fontsize=7)
     return save_figure(figure, path)
+
+
+def plot_convergence(path: Path, traces: list[tuple[str, str, float, np.ndarray, np.ndarray]], target: float) -> Path:
+    """Each job's relative half-width of D's interval against simulated time (gaps: not yet
+    diffusive), with the target: how the study's run lengths were decided."""
+    plt = pyplot()
+    colours = _palette([t for _, _, t, _, _ in traces])
+    figure, axis = plt.subplots(figsize=(5.8, 4), dpi=110)
+    for label, variant, temperature, times, widths in traces:
+        if times is not None and len(times):
+            axis.plot(times, widths, STYLE.get(variant, ":") + "o", color=colours[temperature], markersize=3, label=label)
+    axis.axhline(target, color="grey", linewidth=1, label=f"target {target:.0%}")
+    axis.set(xlabel="simulated time (ps)", ylabel="half-width / D", title="interval of D against run length")
+    axis.legend(fontsize=7)
+    return save_figure(figure, path)
+
+
+def plot_hops(path: Path, hops: list[tuple[str, str, float, float]]) -> Path:
+    """Site-to-site hops per mobile ion of each job (a run below ~1 is not diffusive)."""
+    plt = pyplot()
+    colours = _palette([t for _, _, t, _ in hops])
+    figure, axis = plt.subplots(figsize=(max(4.0, 0.6 * len(hops) + 2), 3.6), dpi=110)
+    labels = [label for label, _, _, _ in hops]
+    axis.bar(range(len(hops)), [value for _, _, _, value in hops], color=[colours[t] for _, _, t, _ in hops],
+             hatch=None)
+    axis.set_xticks(range(len(hops)), labels, rotation=45, ha="right", fontsize=7)
+    axis.set(ylabel="hops per mobile ion", title="site-to-site hops")
+    return save_figure(figure, path)

@@ -154,7 +154,7 @@ def read_study(out_dir: Path, entries: list[dict]) -> list[Temperature]:
         except KeyError:
             continue
         found.append(Temperature(entry["job"], entry.get("variant", "raw"), float(entry["temperature_K"]), result))
-    return sorted(found, key=lambda t: (t.variant, t.temperature_K))
+    return sorted(found, key=lambda t: (t.variant != "raw", t.variant, t.temperature_K))
 
 
 def _triple(samples: np.ndarray, confidence: float) -> dict[str, float]:
