@@ -40,6 +40,7 @@ bench: setup
 	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/profile_md.py
 	$(BIN)/python bench/stock_vs_driver.py
+	$(BIN)/python bench/diffusion_analysis.py
 	PYTHONPATH=$(CURDIR)/.bench-site $(BIN)/python bench/torchsim_mace.py || echo "bench: torchsim_mace skipped (make bench-torchsim installs TorchSim)"
 	$(BIN)/python bench/summary.py
 

@@ -42,7 +42,7 @@ BAD_RECIPES = {
     "bad device": ({"model": {"name": "chgnet", "device": "gpu0"}}, "model.device: must be auto, cpu, cuda or cuda:N"),
     "bad dtype": ({"model": {"name": "chgnet", "dtype": "half"}}, "model.dtype: must be one of 'float32' or 'float64', got 'half'"),
     "bad ensemble": ({"task": {"ensemble": "nvt_magic"}}, "task.ensemble: must be one of 'nve', 'nvt_langevin'"),
-    "unknown task kind": ({"task": {"kind": "dance"}}, "task.kind: must be one of 'md', 'phonons', 'neb', 'relax', 'eos', 'elastic', 'single_point', got 'dance'"),
+    "unknown task kind": ({"task": {"kind": "dance"}}, "task.kind: must be one of 'md', 'phonons', 'neb', 'relax', 'eos', 'elastic', 'single_point', 'diffusion', got 'dance'"),
     "task without kind": ({"task": {"kind": None}}, "task.kind: is required"),
     "phonon supercell twice": ({"task": {"kind": "phonons", "supercell": [2, 2, 2], "supercell_min_length_A": 10}},
                                "task: give exactly one of 'supercell'"),
