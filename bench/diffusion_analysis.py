@@ -20,7 +20,6 @@ import statistics
 import time
 
 import numpy as np
-
 from common import ROOT, machine_record, save_result, warn_if_busy  # noqa: I001  (sets sys.path first)
 
 

@@ -6,7 +6,8 @@ The steps, each recorded in the estimate:
 1. equilibration: the start of the energy (and volume) series that pymbar finds equilibrated,
    or a given time; at most half the run is discarded;
 2. the diffusive regime: the first lag t0 at which the MSD's log-log slope over [t, 4t] is 1 within
-   SLOPE_TOLERANCE (ballistic motion gives 2, caging and vibration ~0, diffusion 1); the fit window
+   SLOPE_TOLERANCE (ballistic motion gives 2, caging and vibration ~0, diffusion 1) and the MSD
+   has reached (half the site spacing)², past a crystal's vibrational crossover; the fit window
    is [t0, min(10 t0, half the run)]: a window fixed in physical time, so that a longer run narrows
    the interval (a window growing with the run would keep the relative error constant);
 3. D's posterior from kinisi over that window (driver.analysis.kinisi_adapter);
@@ -71,14 +72,17 @@ class DiffusionEstimate:
         return self.verdict is Verdict.DIFFUSIVE
 
 
-def diffusive_start(lags: np.ndarray, msd: np.ndarray) -> int | None:
+def diffusive_start(lags: np.ndarray, msd: np.ndarray, min_msd_A2: float = 0.0) -> int | None:
     """The first lag index i (lags[i] ≥ 1 frame) whose log-log MSD slope over [t, 4t] is 1 within
-    SLOPE_TOLERANCE, or None where the MSD never becomes linear within the lags given."""
+    SLOPE_TOLERANCE and whose MSD is at least `min_msd_A2`, or None where the MSD never becomes
+    linear within the lags given. The floor keeps out the crossover from ballistic motion (slope
+    2) to the vibrational plateau (slope ~0) of a crystal, which passes through slope 1 at lags
+    of tens of fs: diffusion among sites starts once atoms have moved a good part of a spacing."""
     last = len(lags) - 1
     candidates = np.unique(np.geomspace(1, max(1, last // 4), 40).astype(int))
     for i in candidates:
         j = min(4 * i, last)
-        if j <= i or msd[i] <= 0 or msd[j] <= 0:
+        if j <= i or msd[i] <= 0 or msd[j] <= 0 or msd[i] < min_msd_A2:
             continue
         if abs(math.log(msd[j] / msd[i]) / math.log(lags[j] / lags[i]) - 1) <= SLOPE_TOLERANCE:
             return int(i)
@@ -121,14 +125,18 @@ def estimate_diffusion(times_fs: np.ndarray, positions_A: np.ndarray, cells_A: n
     msd = msd_time_averaged((production[:, mobile] - host_drift[:, None, :])[: 2 * half])[: half + 1]
     lags_fs = np.arange(half + 1) * frame_fs
     base.update(lags_fs=lags_fs, msd_A2=msd)
-    start = diffusive_start(lags_fs, msd)
+    # diffusion among sites: from where atoms have moved half a site spacing (MSD ≥ (a/2)²)
+    start = diffusive_start(lags_fs, msd, (hops.spacing_A / 2) ** 2 if np.isfinite(hops.spacing_A) else 0.0)
     reasons = []
     if hops.total < max(MIN_HOPS, min_hops_per_ion * int(mobile.sum())):
         reasons.append(f"{hops.total} site-to-site hops among {int(mobile.sum())} mobile ions "
                        f"(needs ≥ {max(MIN_HOPS, math.ceil(min_hops_per_ion * int(mobile.sum())))})")
     if start is None:
         reasons.append(f"the MSD never grows linearly in time (log-log slope never 1 ± {SLOPE_TOLERANCE:g})")
-    if reasons:  # atoms that do not diffuse are not diffusive, whatever their surroundings do
+    host_is_mobile = bool(np.any(host & mobile))  # every species mobile: the lattice itself is the host
+    if reasons and not (host_is_mobile and host_fraction < HOST_ORDERED_FRACTION):
+        # atoms that do not diffuse are not diffusive, whatever their surroundings do (a still
+        # species in a molten sublattice); a melt of the mobile atoms themselves is a melt
         verdict, reason = Verdict.NOT_DIFFUSIVE, "; ".join(reasons)
     elif host_fraction < HOST_ORDERED_FRACTION:
         verdict = Verdict.HOST_DISORDERED

@@ -7,8 +7,6 @@ effectively independent samples left: what is discarded is what biases the mean,
 from __future__ import annotations
 
 import logging
-import os
-from contextlib import redirect_stderr, redirect_stdout
 
 import numpy as np
 
@@ -20,10 +18,9 @@ def equilibrated_from(series: np.ndarray) -> int:
     values = np.asarray(series, dtype=float)
     if len(values) < 10 or not np.all(np.isfinite(values)) or np.ptp(values) == 0:
         return 0
-    logging.getLogger("pymbar").setLevel(logging.ERROR)  # its import-time and per-call advice, not ours to show
-    with open(os.devnull, "w") as quiet, redirect_stdout(quiet), redirect_stderr(quiet):
-        from pymbar import timeseries
+    # pymbar logs advice at import (JAX) and per call; a study's log is not the place for it
+    logging.getLogger("pymbar").setLevel(logging.ERROR)
+    from pymbar import timeseries
 
-        start, _, _ = timeseries.detect_equilibration(values, fast=True,
-                                                      nskip=max(1, len(values) // MAX_CANDIDATES))
+    start, _, _ = timeseries.detect_equilibration(values, fast=True, nskip=max(1, len(values) // MAX_CANDIDATES))
     return int(start)

@@ -19,8 +19,6 @@ are computed here in the same form, and kinisi's Bayesian regression runs on the
 
 from __future__ import annotations
 
-import os
-from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,10 +46,8 @@ def diffusivity_posterior(positions_A: np.ndarray, cells_A: np.ndarray, frame_in
     fitted over lags start_frames..stop_frames (in frame intervals); the other atoms (if any)
     define the frame whose drift is removed. Seeded: the same data give the same samples."""
     import scipp as sc
-
-    with open(os.devnull, "w") as quiet, redirect_stdout(quiet), redirect_stderr(quiet):
-        from kinisi.diffusion_analyzer import DiffusionAnalyzer
-        from kinisi.parser import Parser
+    from kinisi.diffusion_analyzer import DiffusionAnalyzer
+    from kinisi.parser import Parser
 
     n_frames = positions_A.shape[0]
     stop_frames = min(stop_frames, n_frames - 1)

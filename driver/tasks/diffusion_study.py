@@ -179,6 +179,8 @@ def _variant_block(temperatures: list[Temperature], confidence: float) -> tuple[
         "chi_square": fit.chi_square, "degrees_of_freedom": fit.degrees_of_freedom, "p_value": fit.p_value,
         "curved": fit.curved,
     }
+    # an interval of Ea reaching 0 or below: the temperatures cannot tell an activated process
+    block["arrhenius"]["resolved"] = block["arrhenius"]["activation_energy_eV"]["low"] > 0
     block["room_temperature_K"] = room
     block["diffusivity_room_cm2_s"] = _triple(d_room, confidence)
     coldest = min(usable, key=lambda t: t.temperature_K).result
@@ -268,6 +270,9 @@ def study_lines(block: dict[str, object]) -> list[str]:
             continue
         curved = (f" — ln D is curved in 1/T (χ² p = {fit['p_value']:.2g}): the extrapolation is doubtful"
                   if fit["curved"] else "")
+        if not fit["resolved"]:
+            curved += (" — Ea is not resolved (its interval reaches 0): the temperatures are too close or D too "
+                       "uncertain for an extrapolation; D and σ at room temperature mean nothing here")
         lines.append(f"{variant}: Ea = {_fmt(fit['activation_energy_eV'], 'eV', '.3f')}, "
                      f"D0 = {_fmt(fit['prefactor_cm2_s'], 'cm²/s')}, "
                      f"D({v['room_temperature_K']:g} K) = {_fmt(v['diffusivity_room_cm2_s'], 'cm²/s')}, "
