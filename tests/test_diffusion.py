@@ -91,6 +91,7 @@ def test_intervals_of_free_particles_contain_the_true_diffusivity_at_their_confi
         low, high = estimate.interval_cm2_s
         hits += low <= truth <= high
         ratios.append(estimate.diffusivity_cm2_s / truth)
+    print(f"free particles: {hits}/60 95% intervals contain D = kT/(mγ); mean D/D_true {np.mean(ratios):.3f}")
     assert 0.90 <= hits / 60 <= 0.99, f"{hits}/60 intervals contain the true D"
     assert abs(np.mean(ratios) - 1) < 0.05, f"mean D/D_true {np.mean(ratios):.3f}"
 
