@@ -72,6 +72,15 @@ class DiffusionEstimate:
         return self.verdict is Verdict.DIFFUSIVE
 
 
+def diffusivity_cell(median: float | None, interval: tuple[float, float] | None, verdict: str,
+                     upper_bound: float | None) -> str:
+    """D with its interval, or what stands in for it (a verdict, with its bound): how every table
+    and report line of the product writes one diffusivity."""
+    if median is not None and interval is not None:
+        return f"{median:.3g} [{interval[0]:.3g}, {interval[1]:.3g}]"
+    return f"{verdict} (< {upper_bound:.2g})" if upper_bound is not None else str(verdict)
+
+
 def diffusive_start(lags: np.ndarray, msd: np.ndarray, min_msd_A2: float = 0.0) -> int | None:
     """The first lag index i (lags[i] ≥ 1 frame) whose log-log MSD slope over [t, 4t] is 1 within
     SLOPE_TOLERANCE and whose MSD is at least `min_msd_A2`, or None where the MSD never becomes

@@ -34,9 +34,9 @@ class DiffusivityPosterior:
 
     def quantiles(self, confidence: float) -> tuple[float, float, float]:
         """(lower, median, upper) of the central `confidence` interval."""
-        tail = (1 - confidence) / 2 * 100
-        low, median, high = np.percentile(self.samples_cm2_s, [tail, 50, 100 - tail])
-        return float(low), float(median), float(high)
+        from driver.analysis.arrhenius import interval
+
+        return interval(self.samples_cm2_s, confidence)
 
 
 def diffusivity_posterior(positions_A: np.ndarray, cells_A: np.ndarray, frame_interval_fs: float,

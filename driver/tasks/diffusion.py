@@ -30,7 +30,14 @@ from driver.jobs import Job
 from driver.schema import Float, Strict, bounded
 from driver.tasks import JobRunner, Task
 from driver.tasks.diffusion_result import DiffusionResult, StudyState
-from driver.tasks.md import MDIntegration, MDTask, initialize_velocities, run_md
+from driver.tasks.md import (
+    MDIntegration,
+    MDTask,
+    check_cell_can_move,
+    initialize_velocities,
+    run_md,
+    temperature_jobs,
+)
 from driver.tasks.md_schedule import MAX_TEMPERATURE_K
 
 log = logging.getLogger(__name__)
@@ -152,7 +159,7 @@ class DiffusionTaskKind(Task[DiffusionTask, DiffusionResult]):
     resume_may_change = ("wall_hours",)
 
     def plan(self, spec: DiffusionTask, variants) -> list[Job]:
-        return [Job(f"{variant}-T{t:g}K", variant, t) for variant in variants for t in spec.temperatures_K]
+        return temperature_jobs(variants, spec.temperatures_K)
 
     def check(self, spec: DiffusionTask, atoms: Atoms, structure) -> None:
         super().check(spec, atoms, structure)
@@ -161,9 +168,7 @@ class DiffusionTaskKind(Task[DiffusionTask, DiffusionResult]):
         if missing:
             raise InputError(f"{structure.file}: task.species: {missing} not in the structure "
                              f"(it has {sorted(present)})")
-        if ENSEMBLES[spec.ensemble].moves_cell and not atoms.pbc.all():
-            raise InputError(f"task.ensemble: {spec.ensemble} changes the cell under pressure; the structure is "
-                             f"not periodic in all three directions (pbc {atoms.pbc.tolist()})")
+        check_cell_can_move(spec.ensemble, atoms)
 
     def needs_stress(self, spec: DiffusionTask) -> bool:
         return ENSEMBLES[spec.ensemble].moves_cell

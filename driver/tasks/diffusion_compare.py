@@ -6,6 +6,7 @@ each MSD with its fit window, the interval against simulated time, and the hops.
 from __future__ import annotations
 
 from driver.analysis import plots as figures
+from driver.analysis.diffusivity import diffusivity_cell
 from driver.tasks import (
     CompareOptions,
     CompareSection,
@@ -25,11 +26,8 @@ from driver.tasks.diffusion_study import (
 
 def _d_text(t: Temperature) -> str:
     r = t.result
-    if r.diffusivity_cm2_s is not None:
-        return f"{r.diffusivity_cm2_s:.3g} [{r.interval_low_cm2_s:.3g}, {r.interval_high_cm2_s:.3g}]"
-    if r.upper_bound_cm2_s is not None:
-        return f"{r.verdict} (< {r.upper_bound_cm2_s:.2g})"
-    return r.verdict
+    interval = None if r.interval_low_cm2_s is None else (r.interval_low_cm2_s, r.interval_high_cm2_s)
+    return diffusivity_cell(r.diffusivity_cm2_s, interval, r.verdict, r.upper_bound_cm2_s)
 
 
 def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> CompareSection:
@@ -49,7 +47,7 @@ def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> Compare
         f"Diffusion study: tracer D of {', '.join(study[0].result.species)} ({confidence:.0%} intervals)\n"
         + markdown_table(["job", "variant", "T (K)", "simulated (ps)", "D (cm²/s)", "± (rel.)", "target", "hops",
                           "host on sites", "equilibration (ps)", "fit window (ps)", "state"], rows))
-    block = analyse_study(study, softening_scale_of(jobs))
+    block, fits = analyse_study(study, softening_scale_of(jobs))
     fit_rows = []
     for variant, v in block["variants"].items():
         fit = v.get("arrhenius")
@@ -69,7 +67,7 @@ def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> Compare
     section.notes.append(HAVEN_NOTE)
     section.notes += [f"{t.job}: {t.result.verdict}: {t.result.reason}" for t in study if t.result.reason]
     if options.plots:
-        section.plots = _plots(study, block, options)
+        section.plots = _plots(study, fits, options)
     return section
 
 
@@ -79,9 +77,7 @@ def _triple(triple: dict[str, float] | None, spec: str) -> str:
     return f"{triple['median']:{spec}} [{triple['low']:{spec}}, {triple['high']:{spec}}]"
 
 
-def _plots(study: list[Temperature], block: dict, options: CompareOptions) -> list:
-    from driver.analysis.arrhenius import fit_arrhenius
-
+def _plots(study: list[Temperature], fits: dict, options: CompareOptions) -> list:
     out = options.out_dir
     confidence = study[0].result.confidence
     made = []
@@ -101,12 +97,6 @@ def _plots(study: list[Temperature], block: dict, options: CompareOptions) -> li
                                      t.result.diffusivity_cm2_s, t.result.interval_high_cm2_s)
               for t in study if t.usable]
     if points:
-        fits = {}
-        for variant in {p.series for p in points}:
-            usable = [t for t in study if t.variant == variant and t.usable]
-            fit = fit_arrhenius([t.temperature_K for t in usable], [t.result.diffusivity_samples_cm2_s for t in usable])
-            if fit is not None:
-                fits[variant] = fit
         made.append(figures.plot_arrhenius(out / "compare_diffusion_arrhenius.png", points, fits, confidence,
                                            extend_to_K=study[0].result.room_temperature_K))
     return made

@@ -222,11 +222,13 @@ def _raw_vs_corrected(study: list[Temperature], fits: dict[str, ArrheniusPosteri
     return block
 
 
-def analyse_study(study: list[Temperature], scale: float | None) -> dict[str, object]:
+def analyse_study(study: list[Temperature], scale: float | None) -> tuple[dict[str, object],
+                                                                        dict[str, ArrheniusPosterior]]:
     """The study block of summary.json: per variant the Arrhenius fit, D and σ at room
-    temperature with intervals; raw vs corrected with the correction's predictions."""
+    temperature with intervals; raw vs corrected with the correction's predictions. Also the
+    fits themselves, per variant (the compare figure draws their bands)."""
     if not study:
-        return {}
+        return {}, {}
     confidence = study[0].result.confidence
     out: dict[str, object] = {"confidence": confidence, "variants": {}}
     fits: dict[str, ArrheniusPosterior] = {}
@@ -239,13 +241,13 @@ def analyse_study(study: list[Temperature], scale: float | None) -> dict[str, ob
                 fits[variant] = fit
     if {"raw", "corrected"} <= {t.variant for t in study}:
         out["raw_vs_corrected"] = _raw_vs_corrected(study, fits, scale, confidence)
-    return out
+    return out, fits
 
 
 def study_summary(out_dir: Path, entries: list[dict]) -> dict[str, object]:
     """What finalize adds to summary.json, and logs."""
     scale = next((e.get("softening_scale") for e in entries if e.get("softening_scale")), None)
-    block = analyse_study(read_study(out_dir, entries), scale)
+    block, _ = analyse_study(read_study(out_dir, entries), scale)
     for line in study_lines(block):
         log.info("%s", line)
     return {"diffusion_study": block} if block else {}

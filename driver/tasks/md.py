@@ -295,6 +295,18 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float | Schedule, writer: 
     return summarize(atoms, task, writer)
 
 
+def temperature_jobs(variants, temperatures_K) -> list[Job]:
+    """One job per variant and temperature, named like raw-T600K (MD and diffusion studies)."""
+    return [Job(f"{variant}-T{t:g}K", variant, t) for variant in variants for t in temperatures_K]
+
+
+def check_cell_can_move(ensemble: str, atoms: Atoms) -> None:
+    """An ensemble that changes the cell under pressure needs a cell periodic in all directions."""
+    if ENSEMBLES[ensemble].moves_cell and not atoms.pbc.all():
+        raise InputError(f"task.ensemble: {ensemble} changes the cell under pressure; the structure is "
+                         f"not periodic in all three directions (pbc {atoms.pbc.tolist()})")
+
+
 class MDTaskKind(Task[MDTask, MDResult]):
     kind = "md"
     spec = MDTask
@@ -305,13 +317,11 @@ class MDTaskKind(Task[MDTask, MDResult]):
     def plan(self, spec: MDTask, variants) -> list[Job]:
         if spec.schedule is not None:  # one job follows the schedule; it has no single temperature
             return [Job(f"{variant}-{spec.schedule.label()}", variant) for variant in variants]
-        return [Job(f"{variant}-T{t:g}K", variant, t) for variant in variants for t in spec.temperatures_K]
+        return temperature_jobs(variants, spec.temperatures_K)
 
     def check(self, spec: MDTask, atoms: Atoms, structure: StructureSpec) -> None:
         super().check(spec, atoms, structure)
-        if ENSEMBLES[spec.ensemble].moves_cell and not atoms.pbc.all():
-            raise InputError(f"task.ensemble: {spec.ensemble} changes the cell under pressure; the structure is "
-                             f"not periodic in all three directions (pbc {atoms.pbc.tolist()})")
+        check_cell_can_move(spec.ensemble, atoms)
 
     def needs_stress(self, spec: MDTask) -> bool:
         return ENSEMBLES[spec.ensemble].moves_cell

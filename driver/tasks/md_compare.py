@@ -14,7 +14,7 @@ import h5py
 
 from driver.analysis import plots as figures
 from driver.analysis.arrhenius import ArrheniusPosterior, fit_arrhenius, interval
-from driver.analysis.diffusivity import DiffusionEstimate, Verdict
+from driver.analysis.diffusivity import DiffusionEstimate, Verdict, diffusivity_cell
 from driver.analysis.md import MDAnalysis, analyze_md, default_charges
 from driver.correction import raw_temperature_equivalent
 from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table, table_number
@@ -30,13 +30,9 @@ class MDCompareSection(CompareSection):
 
 def diffusivity_text(estimate: DiffusionEstimate) -> str:
     """D with its interval, or what stands in for it: a table cell."""
-    if estimate.usable:
-        low, high = estimate.interval_cm2_s
-        return f"{estimate.diffusivity_cm2_s:.3g} [{low:.3g}, {high:.3g}]"
-    if estimate.verdict is Verdict.NOT_DIFFUSIVE:
-        bound = f" (< {estimate.upper_bound_cm2_s:.2g})" if estimate.upper_bound_cm2_s is not None else ""
-        return f"not diffusive{bound}"
-    return str(estimate.verdict)
+    return diffusivity_cell(estimate.diffusivity_cm2_s if estimate.usable else None, estimate.interval_cm2_s,
+                            estimate.verdict,
+                            estimate.upper_bound_cm2_s if estimate.verdict is Verdict.NOT_DIFFUSIVE else None)
 
 
 def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> MDCompareSection:
