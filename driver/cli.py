@@ -15,6 +15,7 @@ from pathlib import Path
 
 from driver import __version__
 from driver.errors import DriverError, InputError
+from driver.memory import tune_allocator
 
 EXIT_INTERRUPTED = 130
 
@@ -305,6 +306,7 @@ def _exit_now_if_files_abandoned(code: int) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _quiet_known_library_warnings()
+    tune_allocator()  # large cells: no page-faulting of every model call's buffers (driver.memory)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:

@@ -45,4 +45,7 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
     name = type(exc).__name__
-    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower())
+    text = str(exc).lower()
+    # torch's CPU allocator says "DefaultCPUAllocator: can't allocate memory: you tried to allocate ..."
+    return name == "OutOfMemoryError" or (isinstance(exc, RuntimeError) and (
+        "out of memory" in text or "can't allocate memory" in text))

@@ -12,7 +12,6 @@ import contextlib
 import logging
 import os
 import sys
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from driver.errors import DriverError, InputError, ResourceError, first_line, is_out_of_memory
+from driver.models.batching import AutoBatching, BatchPlanner
 from driver.models.device import resolve_device
 from driver.potential import ENERGY_FORCES, CalculatorPotential, Results, check_properties
 from driver.registry import ModelFamily, family
@@ -56,34 +56,6 @@ class LoadedWeights:
     weights_sha256: str | None
 
 
-class AutoBatching:
-    """`batched: auto`: the first time a job hands over several structures of a kind (their count
-    and sizes), one batched call and the same structures one by one are timed on the job's own
-    device, and the faster way is used for every later call of that kind (and logged). Both
-    ways give the same results (tested), so the measured calls' results are the answer."""
-
-    def __init__(self):
-        self.choices: dict[tuple, bool] = {}
-
-    def evaluate(self, model: ModelPotential, structures: list[Atoms], properties: tuple,
-                 batch_size: int | None) -> list[Results]:
-        key = (tuple(len(atoms) for atoms in structures), properties, batch_size)
-        choice = self.choices.get(key)
-        if choice is not None:
-            return model.batch(structures, properties, batch_size) if choice else [
-                model.evaluate_one(atoms, properties) for atoms in structures]
-        started = time.perf_counter()
-        one_by_one = [model.evaluate_one(atoms, properties) for atoms in structures]
-        middle = time.perf_counter()
-        together = model.batch(structures, properties, batch_size)
-        loop_s, batch_s = middle - started, time.perf_counter() - middle
-        self.choices[key] = batch_s < loop_s
-        log.info("batched: auto timed %d structures (%d atoms) on %s: batched %.3f s, one by one %.3f s; using %s",
-                 len(structures), sum(len(atoms) for atoms in structures), model.device, batch_s, loop_s,
-                 "batched" if batch_s < loop_s else "one by one")
-        return together if batch_s < loop_s else one_by_one
-
-
 class ModelPotential(CalculatorPotential):
     """A loaded uMLIP: its library's own calculator one structure at a time, and the library's
     graph batching for many (where the family has one and the configuration allows)."""
@@ -95,7 +67,8 @@ class ModelPotential(CalculatorPotential):
         self.source = weights.source
         self.weights_sha256 = weights.weights_sha256
         self.dtype = dtype
-        self.auto_batching = AutoBatching()  # batched: auto, measured on this model's own calls
+        self.auto_batching = AutoBatching()  # batched: auto, decided on this model's own calls
+        self.planner = BatchPlanner(device)  # batches sized by the memory this model's calls use
         elements = family.elements(weights.calculator)
         self.elements = None if elements is None else frozenset(int(z) for z in elements)
 
@@ -125,15 +98,22 @@ class ModelPotential(CalculatorPotential):
         structures = list(structures)
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size!r}")
-        if len(structures) > 1 and self.can_batch and batched == "auto":
-            return self.auto_batching.evaluate(self, structures, wanted, batch_size)
-        if not structures or not (batched is True and self.can_batch):
-            return [self.evaluate_one(atoms, wanted) for atoms in structures]
+        if len(structures) <= 1 or not self.can_batch or batched is False:
+            return self.one_by_one(structures, wanted)
+        if batched == "auto":
+            return self.auto_batching.evaluate(structures, wanted, lambda part: self.one_by_one(part, wanted),
+                                               lambda part: self.batch(part, wanted, batch_size), self.device)
         return self.batch(structures, wanted, batch_size)
 
+    def one_by_one(self, structures: list[Atoms], properties: tuple) -> list[Results]:
+        """One model call per structure (the first measured for the planner's bytes per atom)."""
+        return [self.planner.measured(lambda atoms=atoms: [self.evaluate_one(atoms, properties)], len(atoms),
+                                      batched=False)[0] for atoms in structures]
+
     def batch(self, structures: list[Atoms], properties: tuple, batch_size: int | None) -> list[Results]:
-        """Many structures per call, through the family's own batching."""
-        return self.entry.batch(self.calculator, structures, properties, batch_size or len(structures))
+        """Many structures per call, through the family's own batching, in batches the memory holds."""
+        return self.planner.run(structures, lambda part: self.entry.batch(self.calculator, part, properties, len(part)),
+                                batch_size)
 
     def provenance(self) -> dict[str, object]:
         return {

@@ -9,6 +9,7 @@ import torch
 from ase.build import bulk
 
 from driver.correction import SofteningCorrection
+from driver.models import chgnet
 from driver.potential import PROPERTIES, CalculatorPotential
 
 FAMILIES = ["chgnet_model", "m3gnet64_model", "mace64_model"]
@@ -106,9 +107,10 @@ def test_batch_size_must_be_positive(chgnet_model, structures):
 
 
 @pytest.mark.parametrize("batch_pays", [True, False])
-def test_batching_auto_times_both_ways_once_and_keeps_the_faster(batch_pays, caplog):
-    """A family whose batch call costs `cost(n)` for n structures: auto times one batched call
-    against the structures one by one on the first call of a kind, then keeps the faster way."""
+def test_batching_auto_decides_on_a_probe_of_the_work_and_keeps_the_faster(batch_pays, caplog):
+    """A family whose batch call costs `cost(n)` for n structures: auto times k = n/20 structures
+    one by one and the next k batched (their results kept, nothing computed twice), runs the rest
+    the faster way, and keeps the choice for later calls of the same kind."""
     import logging
     import time
 
@@ -128,18 +130,22 @@ def test_batching_auto_times_both_ways_once_and_keeps_the_faster(batch_pays, cap
     family = ModelFamily(name="timed", package="ase", dtypes=("float64",), description="test", load=None,
                          batch=batch, can_batch=lambda calculator: True)
     model = ModelPotential(family, LoadedWeights(EMT(), "test", None), "cpu", "float64")
-    structures = [bulk("Cu", cubic=True)] * 4
+    structures = [bulk("Cu", cubic=True)] * 40
     with caplog.at_level(logging.INFO, logger="driver.models"):
         first = model.evaluate(structures)
-    assert calls == [1, 1, 1, 1, 4]  # timed both ways
-    assert [r.energy for r in first] == [4.0] * 4
+    # the first call warms up (untimed), then 2 one by one, then 2 batched, then the rest
+    assert calls == [1, 1, 1, 2] + ([35] if batch_pays else [1] * 35)
+    assert [r.energy for r in first] == [4.0] * 40
     assert f"using {'batched' if batch_pays else 'one by one'}" in caplog.text
+    cost = float(caplog.text.split("deciding cost ")[1].split(" s,")[0])
+    share = float(caplog.text.split(" s, ")[1].split("%")[0])
+    assert cost > 0 and share <= 10  # deciding costs at most a tenth of the work decided on
     calls.clear()
     model.evaluate(structures)
-    assert calls == ([4] if batch_pays else [1, 1, 1, 1])  # the choice is kept for this kind
+    assert calls == ([40] if batch_pays else [1] * 40)  # the choice is kept for this kind
     calls.clear()
-    model.evaluate(structures[:3])  # another kind of call: timed again
-    assert calls == [1, 1, 1, 3]
+    model.evaluate([bulk("Cu", cubic=True).repeat((2, 1, 1))] * 40)  # another size class: timed again
+    assert calls == [1, 1, 2] + ([36] if batch_pays else [1] * 36)
 
 
 def test_a_plain_calculator_potential_loops(mace64_model, structures):
@@ -197,18 +203,52 @@ def test_m3gnet_computes_no_strain_gradient_without_stress(m3gnet64_model, struc
 
 
 def test_chgnet_asks_its_model_for_energy_and_forces_only(chgnet_model, structures, monkeypatch):
-    tasks = []
+    """The stock CHGNetCalculator asks for "efsm" at every step; the driver asks chgnet's model for
+    the energy (and magnetic moments only when wanted) and takes the derivatives asked for."""
+    asked = []
     model = chgnet_model.calculator.model
-    original = model.predict_graph  # predict_structure ends in it too
+    original = model._compute
 
-    def spy(*args, task="efsm", **kwargs):
-        tasks.append(task)
-        return original(*args, task=task, **kwargs)
+    def spy(graph, **flags):
+        asked.append((flags["compute_force"], flags["compute_stress"], flags["compute_magmom"]))
+        return original(graph, **flags)
 
-    monkeypatch.setattr(model, "predict_graph", spy)
-    chgnet_model.evaluate(structures[:1], ("energy", "forces"), batched=False)
-    chgnet_model.evaluate(structures[:1], ("energy", "forces", "stress"), batched=False)
-    assert tasks == ["ef", "efs"]  # the stock CHGNetCalculator asks for "efsm" at every step
+    monkeypatch.setattr(model, "_compute", spy)
+    forces_only = chgnet_model.evaluate(structures[:1], ("energy", "forces"), batched=False)[0]
+    with_stress = chgnet_model.evaluate(structures[:1], ("energy", "forces", "stress"), batched=False)[0]
+    assert asked == [(False, False, False)] * 2  # derivatives taken by the driver, once
+    assert forces_only.stress is None and forces_only.magmoms is None and with_stress.stress is not None
+    np.testing.assert_array_equal(forces_only.forces, with_stress.forces)
+
+
+def test_chgnet_keeps_no_training_graph_and_equals_predict_graph(chgnet_model, structures):
+    """chgnet's own `predict_graph` takes forces and stress with create_graph=True (for training):
+    the driver's call equals it (float32 noise) and saves less than half the tensors for backward."""
+    from driver.models.chgnet_graph import crystal_graph
+
+    model = chgnet_model.calculator.model
+    graphs = [crystal_graph(atoms, model.graph_converter) for atoms in structures]
+
+    def saved_bytes(call):
+        seen = {}
+
+        def pack(tensor):
+            seen[tensor.data_ptr()] = tensor.numel() * tensor.element_size()
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            result = call()
+        return sum(seen.values()), result
+
+    stock_bytes, stock = saved_bytes(lambda: model.predict_graph(graphs, task="efsm", batch_size=len(graphs)))
+    driver_bytes, ours = saved_bytes(lambda: chgnet.predict(model, graphs, "efsm"))
+    assert driver_bytes < 0.5 * stock_bytes
+    e_rel, f_abs, _ = TOLERANCES["chgnet"]
+    for theirs, mine in zip(stock, ours, strict=True):
+        np.testing.assert_array_equal(mine["e"], theirs["e"])
+        np.testing.assert_array_equal(mine["m"], theirs["m"])
+        np.testing.assert_allclose(mine["f"], theirs["f"], rtol=0, atol=f_abs)
+        np.testing.assert_allclose(mine["s"], theirs["s"], rtol=0, atol=1e-4)  # GPa: 6e-7 eV/Å³
 
 
 def test_m3gnet_gets_the_tensor_line_graph_equal_to_matgls_own(m3gnet64_model, structures, monkeypatch):

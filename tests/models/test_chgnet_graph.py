@@ -149,16 +149,15 @@ def test_unpaired_edges_are_refused():
     assert pair_edges(2, center, neighbor, image).tolist() == [1, 0, 3, 2]
 
 
-def test_batch_asks_predict_graph_for_the_properties_needed(chgnet_model, monkeypatch):
-    model = chgnet_model.calculator.model
-    tasks, original = [], model.predict_graph
+def test_batch_asks_for_the_properties_needed_in_chunks_of_batch_size(chgnet_model, monkeypatch):
+    tasks, original = [], chgnet.predict
 
-    def spy(graphs, task="efsm", **kwargs):
+    def spy(model, graphs, task):
         tasks.append((task, len(graphs)))
-        return original(graphs, task=task, **kwargs)
+        return original(model, graphs, task)
 
-    monkeypatch.setattr(model, "predict_graph", spy)
-    structures = [STRUCTURES["si8"], STRUCTURES["si2"]]
+    monkeypatch.setattr(chgnet, "predict", spy)
+    structures = [STRUCTURES["si8"], STRUCTURES["si2"], STRUCTURES["si8"]]
     chgnet.batch(chgnet_model.calculator, structures, ("energy", "forces"), 2)
     chgnet.batch(chgnet_model.calculator, structures[:1], PROPERTIES, 1)
-    assert tasks == [("ef", 2), ("efs", 1)]
+    assert tasks == [("ef", 2), ("ef", 1), ("efs", 1)]

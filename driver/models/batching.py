@@ -1,0 +1,213 @@
+"""How many structures go into one model call: sized by memory, and `batched: auto` decided on a
+small probe of the work itself.
+
+Every path that hands a model many structures (fit, single points, phonon supercells, NEB
+images, EOS/elastic points, replicas, sample) goes through `ModelPotential.evaluate`, and so
+through here:
+- `BatchPlanner` cuts the structures, in order, into batches whose atoms times the measured
+  bytes per atom (the first calls' peak, driver.memory.PeakMemory) fit a budget: a fraction of the
+  memory available now (DRIVER_MEMORY_FRACTION, default half). An explicit `batch_size` still caps
+  the count. An out-of-memory error halves the batch and retries it, logged; one structure that
+  does not fit is a ResourceError. Before, `batched` handed over everything at once: 200 Si
+  structures made one 12,800-atom CHGNet call that the kernel killed at 24 GB.
+- `AutoBatching` times a few structures one by one and the next few batched (k = n/20, 2 to 16),
+  keeps those results (nothing is computed twice), and runs the rest the faster way. The choice is
+  kept per kind of structure (properties, size class), so a job calling again (NEB images at every
+  step) decides once. Both ways give the same results (tests/models/test_batching.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from ase import Atoms
+
+from driver.errors import ResourceError, first_line, is_out_of_memory
+from driver.memory import MemoryBudget, PeakMemory, gib
+from driver.potential import Results
+
+log = logging.getLogger(__name__)
+
+SAFETY = 1.25  # measured peaks are sampled; leave room for what the sampler missed
+PROBE_SHARE = 20  # k = n / PROBE_SHARE structures per way: deciding costs at most k(r - 1)/n of the work
+MAX_PROBE = 16
+
+Call = Callable[[list[Atoms]], list[Results]]
+
+
+class BatchPlanner:
+    """Batches bounded by a memory budget, from bytes per atom measured on this model's own calls."""
+
+    def __init__(self, device: str, budget: Callable[[str], MemoryBudget] = MemoryBudget.for_device):
+        self.device = device
+        self.budget = budget
+        self.bytes_per_atom: float | None = None
+        self.max_atoms_after_oom: int | None = None  # half the batch that ran out of memory
+        self._batched_measured = False
+        self._probed = False
+        self._logged: set[tuple[int, int]] = set()
+
+    def measured(self, call: Callable[[], list[Results]], n_atoms: int, batched: bool) -> list[Results]:
+        """`call()`, its peak memory recorded until a single and a batched call have been seen."""
+        if self.bytes_per_atom is not None and (self._batched_measured or not batched):
+            return call()
+        with PeakMemory(self.device) as peak:
+            results = call()
+        if peak.peak_bytes is not None and n_atoms:
+            per_atom = peak.peak_bytes / n_atoms
+            self.bytes_per_atom = max(self.bytes_per_atom or 0.0, per_atom)
+            self._batched_measured |= batched
+        return results
+
+    def max_atoms(self) -> tuple[int | None, MemoryBudget | None]:
+        """Atoms one batch may hold now, and the budget it came from (None: not measured)."""
+        limits = [self.max_atoms_after_oom] if self.max_atoms_after_oom else []
+        budget = None
+        if self.bytes_per_atom:
+            budget = self.budget(self.device)
+            limits.append(max(int(budget.bytes / (SAFETY * self.bytes_per_atom)), 1))
+        return (min(limits) if limits else None), budget
+
+    def plan(self, sizes: Sequence[int], batch_size: int | None) -> list[range]:
+        """Consecutive index ranges: each at most `batch_size` structures and the atom limit
+        (a structure larger than the limit alone)."""
+        limit, _ = self.max_atoms()
+        batches, start, atoms = [], 0, 0
+        for index, size in enumerate(sizes):
+            full = (batch_size is not None and index - start >= batch_size) or (
+                limit is not None and index > start and atoms + size > limit)
+            if full:
+                batches.append(range(start, index))
+                start, atoms = index, 0
+            atoms += size
+        if start < len(sizes):
+            batches.append(range(start, len(sizes)))
+        return batches
+
+    def run(self, structures: list[Atoms], call: Call, batch_size: int | None) -> list[Results]:
+        """All structures through `call` in planned batches; an out-of-memory batch is halved."""
+        if self.bytes_per_atom is None and not self._probed and len(structures) > 1:
+            # The probe: the first structure alone, measured; the rest planned from it.
+            self._probed = True
+            first = self.measured(lambda: call(structures[:1]), len(structures[0]), batched=False)
+            return first + self.run(structures[1:], call, batch_size)
+        results: list[Results] = []
+        done = 0
+        planned = self.plan([len(atoms) for atoms in structures], batch_size)
+        self._log_plan(structures, planned)
+        while done < len(structures):
+            batch = structures[done:done + len(planned[0])]
+            n_atoms = sum(len(atoms) for atoms in batch)
+            try:
+                results += self.measured(lambda batch=batch: call(batch), n_atoms, batched=len(batch) > 1)
+            except Exception as exc:
+                if not is_out_of_memory(exc):
+                    raise
+                self._recover(exc, batch, n_atoms)
+                planned = self.plan([len(atoms) for atoms in structures[done:]], batch_size)
+                continue
+            done += len(batch)
+            planned = planned[1:]
+        return results
+
+    def _recover(self, exc: BaseException, batch: list[Atoms], n_atoms: int) -> None:
+        _release_device_cache(self.device)
+        if len(batch) == 1:
+            raise ResourceError(f"one structure of {n_atoms} atoms does not fit in memory on {self.device} "
+                                f"({first_line(exc)}); use a smaller cell or a device with more memory") from None
+        self.max_atoms_after_oom = max(n_atoms // 2, 1)
+        log.warning("out of memory on a batch of %d structures (%d atoms) on %s; retrying with at most %d atoms "
+                    "per batch (%s)", len(batch), n_atoms, self.device, self.max_atoms_after_oom, first_line(exc))
+
+    def _log_plan(self, structures: list[Atoms], planned: list[range]) -> None:
+        """Once per shape of plan: a job calling every step (replicas, NEB) logs it once."""
+        shape = (len(structures), len(planned))
+        if len(planned) <= 1 or shape in self._logged:
+            return
+        self._logged.add(shape)
+        limit, budget = self.max_atoms()
+        log.info("batches: %d structures (%d atoms) in %d model calls of at most %s atoms "
+                 "(%.2f MB/atom measured, budget %s)", len(structures), sum(len(a) for a in structures),
+                 len(planned), limit, (self.bytes_per_atom or 0) / 2**20,
+                 f"{gib(budget.bytes)} = {budget.source}" if budget else "none")
+
+
+def _release_device_cache(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.empty_cache()
+
+
+@dataclass
+class _Timing:
+    """Seconds per atom of each way on a kind of structure, from real calls."""
+
+    one_by_one: float | None = None
+    batched: float | None = None
+    choice: bool | None = None
+
+
+def kind_of(structures: Sequence[Atoms], properties: tuple) -> tuple:
+    """What makes two calls the same decision: the properties and the size class (half octaves)."""
+    mean = sum(len(atoms) for atoms in structures) / max(len(structures), 1)
+    return properties, round(2 * math.log2(max(mean, 1.0)))
+
+
+class AutoBatching:
+    """`batched: auto`, decided on a probe of the call's own structures whose results are kept."""
+
+    def __init__(self):
+        self.timings: dict[tuple, _Timing] = {}
+        self.warmed = False
+
+    def choice(self, structures: Sequence[Atoms], properties: tuple) -> bool | None:
+        timing = self.timings.get(kind_of(structures, properties))
+        return None if timing is None else timing.choice
+
+    def evaluate(self, structures: list[Atoms], properties: tuple, one_by_one: Call, batched: Call,
+                 device: str) -> list[Results]:
+        timing = self.timings.setdefault(kind_of(structures, properties), _Timing())
+        results: list[Results] = []
+        rest = list(structures)
+        if not self.warmed:  # the process's first model call pays one-time setup: not timed
+            results += one_by_one(rest[:1])
+            rest, self.warmed = rest[1:], True
+        k = min(max(len(structures) // PROBE_SHARE, 2), MAX_PROBE)
+        if timing.choice is None and timing.one_by_one is None and rest:
+            piece, rest = rest[:k], rest[k:]
+            timing.one_by_one, piece_results = _timed(one_by_one, piece)
+            results += piece_results
+        if timing.choice is None and timing.batched is None and len(rest) >= 2:
+            piece, rest = rest[:k], rest[k:]
+            timing.batched, piece_results = _timed(batched, piece)
+            results += piece_results
+        if timing.choice is None and timing.one_by_one is not None and timing.batched is not None:
+            self._decide(timing, structures, device, k)
+        if rest:
+            way = batched if timing.choice else one_by_one
+            results += way(rest)
+        return results
+
+    @staticmethod
+    def _decide(timing: _Timing, structures: Sequence[Atoms], device: str, k: int) -> None:
+        timing.choice = timing.batched < timing.one_by_one
+        slow, fast = max(timing.batched, timing.one_by_one), min(timing.batched, timing.one_by_one)
+        atoms = sum(len(a) for a in structures[:k])
+        lost = (slow - fast) * atoms
+        work = fast * sum(len(a) for a in structures)
+        log.info("batched: auto on %d-atom structures (%s): one by one %.3f ms/atom, batched %.3f ms/atom, "
+                 "timed on %d structures each way (results kept); using %s; deciding cost %.2f s, %.1f%% of "
+                 "this call's %d structures", round(atoms / max(k, 1)), device, 1000 * timing.one_by_one,
+                 1000 * timing.batched, k, "batched" if timing.choice else "one by one", lost,
+                 100 * lost / work if work else 0.0, len(structures))
+
+
+def _timed(call: Call, structures: list[Atoms]) -> tuple[float, list[Results]]:
+    started = time.perf_counter()
+    results = call(structures)
+    return (time.perf_counter() - started) / max(sum(len(a) for a in structures), 1), results

@@ -1,0 +1,146 @@
+"""The batch planner: batches bounded by a memory budget from measured bytes per atom, an
+out-of-memory batch halved and retried, the same results however the structures are cut, and
+`driver fit` on all 200 labelled Si structures within 4 GB (it was killed by the kernel at 24 GB)."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from ase.build import bulk
+
+from driver.errors import ResourceError
+from driver.memory import MemoryBudget, PeakMemory, memory_fraction, tune_allocator
+from driver.models.batching import BatchPlanner, kind_of
+from driver.potential import PROPERTIES, Results
+from tests.conftest import SHARED
+from tests.models.test_batch import FAMILIES, TOLERANCES, mixed_structures
+
+
+def fixed_budget(n_bytes: int):
+    return lambda device: MemoryBudget(n_bytes, "test budget")
+
+
+def cells(*sizes: int):
+    return [bulk("Cu", "fcc", a=3.6) * (n, 1, 1) for n in sizes]
+
+
+def test_plan_keeps_each_batch_within_the_budget_and_the_batch_size():
+    planner = BatchPlanner("cpu", budget=fixed_budget(int(1.25 * 10 * 1000)))
+    planner.bytes_per_atom = 1000.0  # so a batch holds at most 10 atoms
+    sizes = [3, 3, 3, 3, 12, 2, 2, 2, 2, 2, 2]
+    batches = planner.plan(sizes, batch_size=None)
+    assert [list(b) for b in batches] == [[0, 1, 2], [3], [4], [5, 6, 7, 8, 9], [10]]
+    assert all(sum(sizes[i] for i in b) <= 10 for b in batches if len(b) > 1)  # 12 atoms: alone
+    assert [len(b) for b in planner.plan(sizes, batch_size=2)] == [2, 2, 1, 2, 2, 2]
+    unmeasured = BatchPlanner("cpu", budget=fixed_budget(1))
+    assert [len(b) for b in unmeasured.plan(sizes, batch_size=None)] == [len(sizes)]
+
+
+def test_an_out_of_memory_batch_is_halved_and_retried(caplog):
+    """A model that fails above 6 atoms per call: the planner halves until calls fit, logs it,
+    and returns every structure's result in order."""
+    calls = []
+
+    def call(batch):
+        atoms = sum(len(a) for a in batch)
+        calls.append(len(batch))
+        if atoms > 6:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return [Results.of(float(len(a))) for a in batch]
+
+    planner = BatchPlanner("cpu", budget=fixed_budget(10**12))
+    structures = cells(1, 2, 1, 2, 1, 2, 1, 2)  # 1 or 2 atoms each
+    with caplog.at_level(logging.WARNING, logger="driver.models.batching"):
+        results = planner.run(structures, call, batch_size=None)
+    assert [r.energy for r in results] == [float(len(a)) for a in structures]
+    assert "out of memory on a batch of 7 structures (11 atoms)" in caplog.text
+    assert "at most 5 atoms per batch" in caplog.text
+    assert calls[0] == 1 and calls[1] == 7  # the probe, then everything the budget allowed
+
+
+def test_one_structure_that_does_not_fit_is_a_resource_error():
+    def call(batch):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 99 GB")
+
+    with pytest.raises(ResourceError, match="one structure of 4 atoms does not fit in memory on cpu"):
+        BatchPlanner("cpu").run(cells(4), call, batch_size=None)
+
+
+def test_other_errors_pass_through():
+    def call(batch):
+        raise ValueError("not a memory problem")
+
+    with pytest.raises(ValueError, match="not a memory problem"):
+        BatchPlanner("cpu").run(cells(1, 1), call, batch_size=None)
+
+
+@pytest.mark.parametrize("fixture", FAMILIES)
+def test_batches_cut_by_a_small_budget_give_the_same_results(request, fixture, monkeypatch):
+    """Every family: a budget of about 20 atoms cuts the mixed structures into several calls; the
+    results equal one call per structure."""
+    model = request.getfixturevalue(fixture)
+    structures = mixed_structures()
+    alone = model.evaluate(structures, PROPERTIES, batched=False)
+    planner = BatchPlanner(model.device, budget=lambda device: MemoryBudget(
+        int(1.25 * 20 * planner.bytes_per_atom), "20 atoms"))
+    monkeypatch.setattr(model, "planner", planner)
+    calls = []
+    original = model.entry.batch
+
+    def counting(calculator, part, properties, batch_size):
+        calls.append(sum(len(a) for a in part))
+        return original(calculator, part, properties, batch_size)
+
+    monkeypatch.setattr(model, "entry", dataclasses.replace(model.entry, batch=counting))
+    cut = model.evaluate(structures, PROPERTIES, batched=True)
+    assert planner.bytes_per_atom > 0 and len(calls) >= 3
+    assert all(n <= 20 for n in calls)  # 8 | 16+2 | 8 | 16 atoms
+    e_rel, f_abs, s_abs = TOLERANCES[model.family]
+    for a, b in zip(alone, cut, strict=True):
+        assert b.energy == pytest.approx(a.energy, rel=e_rel)
+        np.testing.assert_allclose(b.forces, a.forces, rtol=0, atol=f_abs)
+        np.testing.assert_allclose(b.stress, a.stress, rtol=0, atol=s_abs)
+
+
+def test_peak_memory_sees_an_allocation_inside_the_block():
+    with PeakMemory() as peak:
+        block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        del block
+    assert peak.peak_bytes is not None and 60 * 2**20 <= peak.peak_bytes <= 200 * 2**20
+
+
+def test_allocator_tuning_and_memory_fraction(monkeypatch):
+    monkeypatch.setenv("DRIVER_SYSTEM_MALLOC", "1")
+    assert tune_allocator() is False  # left alone on request
+    monkeypatch.delenv("DRIVER_SYSTEM_MALLOC")
+    assert tune_allocator() is True  # glibc (Debian): applied
+    monkeypatch.setenv("DRIVER_MEMORY_FRACTION", "0.3")
+    assert memory_fraction() == 0.3
+    monkeypatch.setenv("DRIVER_MEMORY_FRACTION", "2")
+    with pytest.raises(Exception, match=r"DRIVER_MEMORY_FRACTION='2': expected a number in \(0, 1\]"):
+        memory_fraction()
+
+
+def test_kinds_are_size_classes():
+    assert kind_of(cells(4, 4), PROPERTIES) == kind_of(cells(4, 5), PROPERTIES)
+    assert kind_of(cells(4), PROPERTIES) != kind_of(cells(16), PROPERTIES)
+
+
+def test_fit_on_all_200_si_structures_stays_within_4_gb(tmp_path):
+    """The README's own example: 200 PBE Si structures of 63-65 atoms with CHGNet."""
+    labels = SHARED / "data" / "si_rare_events_pbe.extxyz"
+    measured = ("import resource, sys\nfrom driver.cli import main\ncode = main(sys.argv[1:])\n"
+                "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+                "sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", measured, "fit", "--model", "chgnet", "--labels", str(labels),
+                           "--out", str(tmp_path / "fit")], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peak_gb = int(done.stderr.split("peak_rss_kb ")[1].split()[0]) / 2**20
+    assert peak_gb < 4, f"peak resident {peak_gb:.2f} GB"
+    assert "from 200 structure(s)" in done.stdout
+    assert "batched: auto on 63-atom structures" in done.stderr and "deciding cost" in done.stderr
