@@ -47,6 +47,9 @@ class ModelFamily:
     # does not say. A structure with another element is refused before any job runs.
     elements: Callable[[Calculator], Collection[int] | None] = lambda calculator: None
     magmoms: bool = False  # predicts per-atom magnetic moments (output.magmoms)
+    # Peak MB per atom of one energy+forces call in float32 (diamond Si, CPU; bench/scaling.py),
+    # twice that in float64: a cell that cannot fit is refused before the model loads.
+    memory_per_atom_mb: float | None = None
     finetune_module: str | None = None  # module with train(...) for `driver finetune`
     distributions: tuple[str, ...] = ()  # packages whose versions go into provenance
 

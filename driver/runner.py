@@ -25,7 +25,7 @@ from driver.errors import (
     is_out_of_memory,
 )
 from driver.jobs import Job
-from driver.models import load_model
+from driver.models import check_fits_in_memory, load_model
 from driver.output import H5MDWriter
 from driver.parallel import World
 from driver.potential import Potential
@@ -239,6 +239,7 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     # Input errors are the same on every rank; anything else (one GPU out of memory) stops all.
     with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
         structure, correction = check_inputs(recipe)  # all of `driver validate`, before the model loads
+        check_fits_in_memory(len(structure), recipe.model, world.local_rank)
         model = load_model(recipe.model, world.local_rank)
         task.check_elements(recipe.task, model, structure, recipe.structure)
         if correction is not None:

@@ -20,6 +20,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from driver.errors import DriverError, InputError, ResourceError, first_line, is_out_of_memory
+from driver.memory import available_bytes, gib
 from driver.models.batching import AutoBatching, BatchPlanner
 from driver.models.device import resolve_device
 from driver.potential import ENERGY_FORCES, CalculatorPotential, Results, check_properties
@@ -134,6 +135,23 @@ def models_dirs(spec: ModelSpec) -> list[Path]:
         if entry:
             dirs.append(Path(entry).expanduser())
     return dirs
+
+
+def check_fits_in_memory(n_atoms: int, spec: ModelSpec, local_rank: int = 0) -> None:
+    """Refuse, before the model loads, a cell whose one model call cannot fit in the memory
+    available (estimated from the family's measured MB per atom), instead of the kernel killing
+    the run minutes later."""
+    entry = family(spec.name)
+    if entry.memory_per_atom_mb is None:
+        return
+    device = resolve_device(spec.device, local_rank)
+    per_atom = entry.memory_per_atom_mb * 2**20 * (2 if spec.dtype == "float64" else 1)
+    estimate, available = n_atoms * per_atom, available_bytes(device)
+    if estimate > available:
+        raise ResourceError(
+            f"structure: {n_atoms} atoms need about {gib(estimate)} for one {spec.name} call on {device} "
+            f"({per_atom / 2**20:.1f} MB/atom in {spec.dtype}, measured on Si), more than the {gib(available)} "
+            f"available; use a smaller cell or a device with more memory")
 
 
 def load_model(spec: ModelSpec, local_rank: int = 0) -> ModelPotential:

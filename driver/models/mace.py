@@ -146,6 +146,7 @@ def batch(calculator, structures: Sequence, properties: tuple, batch_size: int) 
 
 
 FAMILY = ModelFamily(
+    memory_per_atom_mb=3.6,  # MACE-MP-0 medium's architecture, 512 Si atoms; small models need less
     name="mace-mp-0",
     package="mace",
     dtypes=("float32", "float64"),

@@ -108,8 +108,13 @@ def test_batches_cut_by_a_small_budget_give_the_same_results(request, fixture, m
 
 
 def test_peak_memory_sees_an_allocation_inside_the_block():
+    """The sampler sees memory held for a few milliseconds (a model call holds its peak through
+    the backward pass), and not what was in use before the block."""
+    import time
+
     with PeakMemory() as peak:
         block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+        time.sleep(0.05)
         del block
     assert peak.peak_bytes is not None and 60 * 2**20 <= peak.peak_bytes <= 200 * 2**20
 
@@ -144,3 +149,35 @@ def test_fit_on_all_200_si_structures_stays_within_4_gb(tmp_path):
     assert peak_gb < 4, f"peak resident {peak_gb:.2f} GB"
     assert "from 200 structure(s)" in done.stdout
     assert "batched: auto on 63-atom structures" in done.stderr and "deciding cost" in done.stderr
+
+
+def test_a_cell_too_large_for_memory_is_refused_with_the_estimate(monkeypatch):
+    from driver import models
+    from driver.specs import ModelSpec
+
+    monkeypatch.setattr(models, "available_bytes", lambda device: 2 * 2**30)
+    spec = ModelSpec(name="chgnet", device="cpu")
+    per_atom = models.family("chgnet").memory_per_atom_mb
+    models.check_fits_in_memory(int(0.9 * 2 * 1024 / per_atom), spec)  # fits
+    with pytest.raises(ResourceError, match=r"structure: 4096 atoms need about .* GiB for one chgnet call on cpu "
+                                            r"\(.* MB/atom in float32, measured on Si\), more than the 2.0 GiB available"):
+        models.check_fits_in_memory(4096, spec)
+
+
+def test_driver_run_refuses_a_million_atoms_before_the_model_loads(tmp_path, capsys, monkeypatch):
+    """Exit 1 (an exhausted resource) and one line, not a kernel kill minutes later."""
+    from driver import models
+    from driver.cli import main
+    from tests.conftest import write_recipe
+
+    def no_loading(*args, **kwargs):
+        raise AssertionError("the model loaded")
+
+    monkeypatch.setattr("driver.runner.load_model", no_loading)
+    recipe = write_recipe(tmp_path, structure={"supercell": [50, 50, 50], "max_atoms": 10**7})
+    assert models.family("chgnet").memory_per_atom_mb * 10**6 > 24 * 1024  # more than this machine has
+    code = main(["run", str(recipe)])
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "structure: 1000000 atoms need about" in err and "available; use a smaller cell" in err
+    assert "Traceback" not in err
