@@ -38,6 +38,7 @@ bench: setup
 	$(BIN)/python bench/md_overhead.py
 	$(BIN)/python bench/mpi_scaling.py
 	$(BIN)/python bench/scaling.py
+	$(BIN)/python bench/memory.py
 	$(BIN)/python bench/profile_md.py
 	$(BIN)/python bench/stock_vs_driver.py
 	$(BIN)/python bench/diffusion_analysis.py

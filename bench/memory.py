@@ -4,7 +4,8 @@
 
 The 200 PBE Si structures of ../shared/data/si_rare_events_pbe.extxyz (63-65 atoms), and the same
 200 repeated to reach each count. Each command runs as its own process (as a user runs it); its
-peak resident size is the process's own ru_maxrss. Before the batch planner, `driver fit` on the
+peak resident size is the process's own ru_maxrss (and on a GPU its peak device memory, torch's
+counter). Before the batch planner, `driver fit` on the
 200 was killed by the kernel at 24 GB. Targets (issue #29): peak <= 4 GB at 2,000 structures and
 time linear in the count. About 6 minutes on 2 CPU cores.
 Writes the key "memory" of bench/results.json.
@@ -28,6 +29,9 @@ from ase.io import read, write
 LABELS = ROOT.parent / "shared" / "data" / "si_rare_events_pbe.extxyz"
 MEASURED = ("import resource, sys\nfrom driver.cli import main\ncode = main(sys.argv[1:])\n"
             "print('peak_rss_kb', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+            "torch = sys.modules.get('torch')\n"
+            "if torch is not None and torch.cuda.is_available():\n"
+            "    print('peak_gpu_bytes', torch.cuda.max_memory_allocated(), file=sys.stderr)\n"
             "sys.exit(code)")
 
 
@@ -39,8 +43,10 @@ def run_measured(args: list[str], cwd: Path) -> dict:
     if done.returncode != 0 or "peak_rss_kb" not in done.stderr:
         raise SystemExit(f"bench/memory.py: driver {' '.join(args)} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     peak_kb = int(done.stderr.split("peak_rss_kb ")[1].split()[0])
+    gpu = (int(done.stderr.split("peak_gpu_bytes ")[1].split()[0]) / 2**30) if "peak_gpu_bytes" in done.stderr else None
     decision = next((line.split(" ", 1)[1] for line in done.stderr.splitlines() if "batched: auto on" in line), None)
-    return {"wall_s": round(wall, 2), "peak_rss_GB": round(peak_kb / 2**20, 3), "auto_decision": decision}
+    return {"wall_s": round(wall, 2), "peak_rss_GB": round(peak_kb / 2**20, 3),
+            "peak_gpu_GiB": None if gpu is None else round(gpu, 3), "auto_decision": decision}
 
 
 def model_args(family: str) -> list[str]:

@@ -60,6 +60,16 @@ def _rows(data: dict) -> list[tuple[str, str, float, str, bool | None]]:
             add(f"MACE: driver / TorchSim, {systems} sys", "mace-mp-0", best, 1.0, True)
         else:
             rows.append((f"MACE: driver / TorchSim, {systems} sys (info)", "mace-mp-0", best, "-", None))
+    for key, row in (data.get("md_scaling", {}).get("results") or {}).items():
+        if not on_gpu("md_scaling") and "time_per_atom_growth" in row and key.split("/")[0] in ("chgnet", "m3gnet"):
+            low, high = row["growth_between_atoms"]
+            add(f"time per atom, {high} / {low} atoms", key.split("/")[0], row["time_per_atom_growth"], 1.3, True)
+            per_atom = max(point.get("peak_MB_per_atom", 0.0) for point in row["points"])
+            add(f"peak MB per atom, {low}..{high} atoms", key.split("/")[0], per_atom, 1.0, True)
+    for family, rows_by_count in (data.get("memory", {}).get("results") or {}).items():
+        for count, commands in rows_by_count.items():
+            for command, row in commands.items():
+                add(f"peak GB: {command} on {count} structures", family, row["peak_rss_GB"], 4.0, True)
     mpi = data.get("mpi_scaling", {}).get("results") or {}
     add("MPI: 1 vs 2 ranks, 4 jobs", "chgnet", mpi.get("speedup"), 1.6, False)
     if mpi.get("speedup_over_serial_1_thread") is not None:
@@ -80,7 +90,7 @@ def main() -> int:
     for bench, case, ratio, target, met in rows:
         print(f"{bench:<48} {case:<10} {ratio:>6.2f}x  {target:<7} {'-' if met is None else 'yes' if met else 'NO'}")
     expected = ("md_overhead", "batched_evaluation", "task_batching", "replica_md", "mpi_scaling", "md_scaling",
-                "md_profile", "stock_vs_driver", "torchsim_mace")
+                "md_profile", "stock_vs_driver", "torchsim_mace", "memory", "diffusion_analysis")
     missing = [key for key in expected if key not in data]
     if missing:
         print(f"not measured yet: {', '.join(missing)}")

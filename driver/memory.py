@@ -74,6 +74,23 @@ def heap_in_use() -> int | None:
     return int(info.uordblks + info.hblkhd)
 
 
+def resident_bytes() -> int | None:
+    """This process's resident size now (Linux), or None."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def release_free_memory() -> None:
+    """Hand the heap's free pages back to the kernel (glibc's malloc_trim): after a batch whose
+    resident size outgrew the budget (a kept heap fragments when calls of different sizes follow
+    one another: 1.5-3x the live peak for MACE on mixed batches)."""
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
 def _cgroup_room() -> int | None:
     """Bytes left under this process's cgroup v2 limit, if it has one."""
     try:

@@ -13,7 +13,8 @@ architecture and random weights), in this order, each section inside its share o
    Si (one temperature each), whole run_recipe wall time; float32.
 3. driver overhead: a driver MD job (run_recipe at the default output settings, the job's
    wall_time_s) vs a bare ASE VelocityVerlet loop on the same calculator, 64-atom Si; float32.
-4. size ladder: VelocityVerlet steps/s and atom-steps/s at 64, 512, 4096, 32768 atoms and on
+4. size ladder: VelocityVerlet steps/s and atom-steps/s of the driver's own energy+forces call
+   (`as_calculator()`) at 64, 512, 4096, 32768 atoms and on
    (Si 8 n^3), float32 and float64 where the family has it; a ladder stops at the first
    out-of-memory, at a step over --max-step-s (60), or when the next size would not fit the
    budget; peak GPU memory per size.
@@ -289,8 +290,7 @@ def section_overhead(rec: Record, budget: Budget, specs, models, grid: dict, dev
 
 def ladder_point(model, n: int, device: str, max_step_s: float, target_s: float) -> dict:
     atoms = si(n)
-    model.calculator.reset()
-    atoms.calc = model.calculator
+    atoms.calc = model.as_calculator()  # the driver's own energy+forces call, as its MD runs it
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -307,7 +307,6 @@ def ladder_point(model, n: int, device: str, max_step_s: float, target_s: float)
     if device.startswith("cuda"):
         point["peak_gpu_memory_GiB"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
     atoms.calc = None
-    model.calculator.reset()
     return point
 
 
@@ -329,11 +328,10 @@ def section_ladder(rec: Record, budget: Budget, ladders: list, grid: dict, devic
         result["device"] = model.device
         try:  # the first calls of a fresh model (lazy init, kernels, allocator) are not a size effect
             warm = si(grid["ladder_n"][0])
-            warm.calc = model.calculator
+            warm.calc = model.as_calculator()
             for seed in range(2):
                 warm.rattle(0.01, seed=seed)
                 warm.get_forces()
-            model.calculator.reset()
         except Exception as exc:  # noqa: BLE001
             rec.put("ladder", key, {"skipped": f"warm-up failed: {type(exc).__name__}: {str(exc)[:300]}"})
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,16 +14,28 @@ from driver.fit.statistics import FitStatistics, fit_statistics, plain_data
 from driver.labels import LabelledStructure, files_sha256, read_labels
 from driver.models import ModelPotential, load_model
 from driver.potential import check_elements
+from driver.progress import Progress
 from driver.provenance import now_iso, package_versions
 from driver.specs import ModelSpec
 from driver.trust import trust_block
 
+log = logging.getLogger(__name__)
+
+
+PROGRESS_CHUNK = 100  # structures per progress line; batching decisions carry over between chunks
+
 
 def evaluate(model: ModelPotential, structures: Sequence[LabelledStructure]) -> tuple[list[np.ndarray], list[float]]:
-    """Model forces and energies of the labelled structures (batched where that pays)."""
+    """Model forces and energies of the labelled structures (batched where that pays), with
+    progress: thousands of structures take minutes."""
     for structure in structures:
         check_elements(model, structure.atoms, f"{structure.source}: labels")
-    results = model.evaluate([s.atoms for s in structures])
+    progress = Progress(log, "fit: evaluating the labelled structures", len(structures), unit="structure")
+    results = []
+    for start in range(0, len(structures), PROGRESS_CHUNK):
+        results += model.evaluate([s.atoms for s in structures[start:start + PROGRESS_CHUNK]])
+        progress.update(len(results))
+    progress.finish()
     return [r.forces for r in results], [r.energy for r in results]
 
 

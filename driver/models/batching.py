@@ -8,7 +8,8 @@ through here:
   bytes per atom (the first calls' peak, driver.memory.PeakMemory) fit a budget: a fraction of the
   memory available now (DRIVER_MEMORY_FRACTION, default half). An explicit `batch_size` still caps
   the count. An out-of-memory error halves the batch and retries it, logged; one structure that
-  does not fit is a ResourceError. Before, `batched` handed over everything at once: 200 Si
+  does not fit is a ResourceError. On the CPU, where the kernel kills rather than raises, the
+  process's resident size is watched as well and batches shrink when it outgrows the budget. Before, `batched` handed over everything at once: 200 Si
   structures made one 12,800-atom CHGNet call that the kernel killed at 24 GB.
 - `AutoBatching` times a few structures one by one and the next few batched (k = n/20, 2 to 16),
   keeps those results (nothing is computed twice), and runs the rest the faster way. The choice is
@@ -27,7 +28,7 @@ from dataclasses import dataclass
 from ase import Atoms
 
 from driver.errors import ResourceError, first_line, is_out_of_memory
-from driver.memory import MemoryBudget, PeakMemory, gib
+from driver.memory import MemoryBudget, PeakMemory, gib, release_free_memory, resident_bytes
 from driver.potential import Results
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,8 @@ class BatchPlanner:
         self._batched_measured = False
         self._probed = False
         self._logged: set[tuple[int, int]] = set()
+        self._budget: MemoryBudget | None = None  # fixed at first use: later, our own heap is "used"
+        self._resident_before: int | None = None  # the process's size before its first batched call
 
     def measured(self, call: Callable[[], list[Results]], n_atoms: int, batched: bool) -> list[Results]:
         """`call()`, its peak memory recorded until a single and a batched call have been seen."""
@@ -68,9 +71,14 @@ class BatchPlanner:
         limits = [self.max_atoms_after_oom] if self.max_atoms_after_oom else []
         budget = None
         if self.bytes_per_atom:
-            budget = self.budget(self.device)
+            budget = self.fixed_budget()
             limits.append(max(int(budget.bytes / (SAFETY * self.bytes_per_atom)), 1))
         return (min(limits) if limits else None), budget
+
+    def fixed_budget(self) -> MemoryBudget:
+        if self._budget is None:
+            self._budget = self.budget(self.device)
+        return self._budget
 
     def plan(self, sizes: Sequence[int], batch_size: int | None) -> list[range]:
         """Consecutive index ranges: each at most `batch_size` structures and the atom limit
@@ -102,6 +110,8 @@ class BatchPlanner:
         while done < len(structures):
             batch = structures[done:done + len(planned[0])]
             n_atoms = sum(len(atoms) for atoms in batch)
+            if len(batch) > 1 and self._resident_before is None and not self.device.startswith("cuda"):
+                self._resident_before = resident_bytes()
             try:
                 results += self.measured(lambda batch=batch: call(batch), n_atoms, batched=len(batch) > 1)
             except Exception as exc:
@@ -112,7 +122,29 @@ class BatchPlanner:
                 continue
             done += len(batch)
             planned = planned[1:]
+            if len(batch) > 1 and self._resident_outgrew_budget(n_atoms):
+                planned = self.plan([len(atoms) for atoms in structures[done:]], batch_size)
         return results
+
+    def _resident_outgrew_budget(self, n_atoms: int) -> bool:
+        """On the CPU the kept heap (driver.memory.tune_allocator) can hold more than a call's live
+        peak when batches of different sizes follow one another: when the process has grown by
+        more than the budget since its first batched call, batches shrink in proportion and the
+        free heap goes back to the kernel."""
+        now = resident_bytes()
+        if self._resident_before is None or now is None:
+            return False
+        budget = self.fixed_budget()
+        grown = now - self._resident_before
+        if grown <= budget.bytes:
+            return False
+        limit = max(int(0.9 * n_atoms * budget.bytes / grown), 1)
+        if self.max_atoms_after_oom is None or limit < self.max_atoms_after_oom:
+            self.max_atoms_after_oom = limit
+            log.info("batches: the process grew by %s, more than the budget (%s), after a batch of %d atoms; "
+                     "batches now at most %d atoms", gib(grown), gib(budget.bytes), n_atoms, limit)
+        release_free_memory()
+        return True
 
     def _recover(self, exc: BaseException, batch: list[Atoms], n_atoms: int) -> None:
         _release_device_cache(self.device)
