@@ -14,9 +14,8 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
-
-from driver.errors import InputError, first_line
+from driver.errors import InputError
+from driver.h5read import reading
 from driver.results import SUMMARY_NAME, WITH_RESULTS
 from driver.tasks import CompareOptions, CompareSection, FinishedJob, task_for, task_kinds
 from driver.trust import summary_trust_lines
@@ -78,11 +77,7 @@ def _load_summary(out_dir: Path) -> dict:
 
 def _kind_of(path: Path) -> str | None:
     """The task kind whose result the job file holds (its /results/<kind> group)."""
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file ({first_line(exc)}); is it a job file of `driver run`?") from None
-    with handle:
+    with reading(path, "; is it a job file of `driver run`?") as handle:
         return next((kind for kind in task_kinds() if f"results/{kind}" in handle), None)
 
 

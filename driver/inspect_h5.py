@@ -7,7 +7,7 @@ from pathlib import Path
 
 import h5py
 
-from driver.errors import InputError, first_line
+from driver.h5read import reading
 
 _LONG_ATTRIBUTES = {"recipe", "package_versions"}
 
@@ -25,14 +25,8 @@ def _attribute_groups(handle: h5py.File) -> list[h5py.Group]:
 
 def describe(path: str | Path) -> str:
     path = Path(path)
-    try:
-        handle = h5py.File(path, "r")
-    except FileNotFoundError:
-        raise InputError(f"{path}: file not found") from None
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file ({first_line(exc)})") from None
     lines = []
-    with handle:
+    with reading(path) as handle:
         lines.append(f"{path}: status {handle.attrs.get('status', 'unknown')}")
         if "particles/all/species" in handle:
             symbols = json.loads(handle["particles/all/species"].attrs.get("symbols", "[]"))

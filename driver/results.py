@@ -171,9 +171,9 @@ R = TypeVar("R", bound=TaskResult)
 
 def read_result(cls: type[R], path) -> R:
     """The result a job file holds under /results/<cls.kind> (as `driver compare` reads it)."""
-    import h5py
+    from driver.h5read import reading
 
-    with h5py.File(path, "r") as handle:
+    with reading(path) as handle:
         return cls.from_h5(handle[f"results/{cls.kind}"])
 
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import h5py
 import numpy as np
 from ase import Atoms
 
 from driver.errors import InputError
+from driver.h5read import reading
 
 
 @dataclass
@@ -30,11 +30,7 @@ class Trajectory:
 
 def read_trajectory(path: Path) -> Trajectory:
     """Positions, cells, species, observables and /parameters attributes of one job file."""
-    try:
-        handle = h5py.File(path, "r")
-    except OSError as exc:
-        raise InputError(f"{path}: not a readable HDF5 file ({exc})") from None
-    with handle:
+    with reading(path) as handle:
         try:
             particles = handle["particles/all"]
             position = particles["position"]

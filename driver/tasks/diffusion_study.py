@@ -27,6 +27,7 @@ from driver.analysis.arrhenius import (
     ratio_samples,
 )
 from driver.analysis.diffusivity import Verdict
+from driver.h5read import reading
 from driver.jobs import Job
 from driver.results import WITH_RESULTS, JobStatus, to_attribute
 from driver.tasks import JobRunner
@@ -47,7 +48,7 @@ def _on_disk(path: Path) -> tuple[dict | None, DiffusionResult | None]:
     """A job file's summary entry and stored result, where it has them."""
     if not path.exists():
         return None, None
-    with h5py.File(path, "r") as handle:
+    with reading(path) as handle:
         entry = json.loads(handle.attrs["summary_entry"]) if "summary_entry" in handle.attrs else None
         group = handle.get(f"results/{DiffusionResult.kind}")
         return entry, DiffusionResult.from_h5(group) if group is not None else None

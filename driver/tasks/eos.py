@@ -19,6 +19,7 @@ from pydantic import Field
 
 from driver.correction import expected_ratio
 from driver.errors import SimulationError
+from driver.h5read import reading
 from driver.points import PointStore, each_point
 from driver.relax import CellRelaxSpec, relax
 from driver.results import JobStatus, TaskResult, array, scalar
@@ -135,7 +136,6 @@ def run(context) -> EOSResult:
 
 def finalize(out_dir, entries: list[dict]) -> None:
     """E(V) with its fit, raw and corrected overlaid: eos.png."""
-    import h5py
     import matplotlib
 
     matplotlib.use("Agg")
@@ -147,7 +147,7 @@ def finalize(out_dir, entries: list[dict]) -> None:
         return
     figure, axes = plt.subplots(figsize=(5, 4))
     for entry in done:
-        with h5py.File(out_dir / entry["file"], "r") as handle:
+        with reading(out_dir / entry["file"]) as handle:
             volumes, energies = handle["results/eos/volumes_A3"][()], handle["results/eos/energies_eV"][()]
         grid = np.linspace(volumes.min(), volumes.max(), 200)
         curve = getattr(ase.eos, entry["eos"])(grid, entry["E0_eV"], entry["B0_GPa"] * units.GPa, entry["B0_prime"],

@@ -10,13 +10,12 @@ import json
 import math
 from dataclasses import dataclass, field
 
-import h5py
-
 from driver.analysis import plots as figures
 from driver.analysis.arrhenius import ArrheniusPosterior, fit_arrhenius, interval
 from driver.analysis.diffusivity import DiffusionEstimate, Verdict, diffusivity_cell
 from driver.analysis.md import MDAnalysis, analyze_md, default_charges
 from driver.correction import raw_temperature_equivalent
+from driver.h5read import reading
 from driver.tasks import CompareOptions, CompareSection, FinishedJob, markdown_table, table_number
 
 CONFIDENCE = 0.95
@@ -38,7 +37,7 @@ def diffusivity_text(estimate: DiffusionEstimate) -> str:
 def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> MDCompareSection:
     charges = options.charges
     if charges is None:
-        with h5py.File(jobs[0].path, "r") as handle:
+        with reading(jobs[0].path) as handle:
             charges = default_charges(json.loads(handle["particles/all/species"].attrs["symbols"]))
     section = MDCompareSection()
     for job in jobs:

@@ -14,12 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-import h5py
 import numpy as np
 from ase import Atoms
 from pydantic import Field, ValidationInfo, field_validator
 
 from driver.errors import InputError
+from driver.h5read import reading
 from driver.labels import reference_energy, reference_forces
 from driver.points import PointStore, each_point
 from driver.potential import Property, check_elements
@@ -180,7 +180,7 @@ def finalize(out_dir: Path, entries: list[dict]) -> None:
     figure, axis = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     limit = 0.0
     for entry in labelled:
-        with h5py.File(out_dir / entry["file"], "r") as handle:
+        with reading(out_dir / entry["file"]) as handle:
             reference = handle["results/single_point/reference_forces_eV_A"][()].ravel()
             model = handle["results/single_point/labelled_forces_eV_A"][()].ravel()
         axis.scatter(reference, model, s=3, alpha=0.4, label=f"{entry['job']}: MAE {entry['force_mae_eV_A']:.3f} eV/Å")
