@@ -46,6 +46,9 @@ class ModelFamily:
     # The atomic numbers the loaded model has parameters for (its calculator in hand); None: it
     # does not say. A structure with another element is refused before any job runs.
     elements: Callable[[Calculator], Collection[int] | None] = lambda calculator: None
+    # The same table read without loading the model (from its files), where the format allows:
+    # `driver validate` then refuses such a structure too. None: known only once loaded (MACE).
+    known_elements: Callable[[ModelSpec, list[Path]], Collection[int] | None] = lambda spec, dirs: None
     magmoms: bool = False  # predicts per-atom magnetic moments (output.magmoms)
     # Peak MB per atom of one energy+forces call in float32 (diamond Si, CPU; bench/scaling.py),
     # twice that in float64: a cell that cannot fit is refused before the model loads.

@@ -25,7 +25,7 @@ from driver.errors import (
     is_out_of_memory,
 )
 from driver.jobs import Job
-from driver.models import check_fits_in_memory, load_model
+from driver.models import check_fits_in_memory, known_elements, load_model
 from driver.output import H5MDWriter
 from driver.parallel import World
 from driver.potential import Potential
@@ -213,7 +213,11 @@ def check_inputs(recipe: Recipe) -> tuple[Atoms, SofteningScale | None]:
     checks it and the run does before loading the model: the structure (readable, not too large),
     the task against the structure (Task.check), the correction file against the model."""
     structure = load_structure(recipe.structure)
-    task_for(recipe.task.kind).check(recipe.task, structure, recipe.structure)
+    task = task_for(recipe.task.kind)
+    task.check(recipe.task, structure, recipe.structure)
+    table = known_elements(recipe.model)  # MACE's is known once it loads: checked then (run_recipe)
+    if table is not None:
+        task.check_elements(recipe.task, table, structure, recipe.structure)
     correction = resolve_softening_scale(recipe.correction, recipe.model) if recipe.correction else None
     return structure, correction
 

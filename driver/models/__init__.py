@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -135,6 +135,28 @@ def models_dirs(spec: ModelSpec) -> list[Path]:
         if entry:
             dirs.append(Path(entry).expanduser())
     return dirs
+
+
+class KnownElements:
+    """A family's element table read from its files (ModelFamily.known_elements), standing in for
+    the loaded model in the element checks `driver validate` runs (Task.check_elements)."""
+
+    def __init__(self, spec: ModelSpec, numbers: Collection[int]):
+        self.spec = spec
+        self.elements = frozenset(int(z) for z in numbers)
+
+    def unsupported_elements(self, atoms: Atoms) -> list[str]:
+        return sorted({atom.symbol for atom in atoms if atom.number not in self.elements})
+
+    def provenance(self) -> dict[str, object]:
+        source = self.spec.checkpoint or self.spec.variant or "default weights"
+        return {"model_family": self.spec.name, "model_source": source}
+
+
+def known_elements(spec: ModelSpec) -> KnownElements | None:
+    """The model's element table without loading it, where its family can read one."""
+    numbers = family(spec.name).known_elements(spec, models_dirs(spec))
+    return None if numbers is None else KnownElements(spec, numbers)
 
 
 def check_fits_in_memory(n_atoms: int, spec: ModelSpec, local_rank: int = 0) -> None:

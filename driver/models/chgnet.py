@@ -39,14 +39,15 @@ def is_checkpoint(path: Path) -> bool:
 
 
 def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
-    from chgnet.model import CHGNet
     from chgnet.model.dynamics import CHGNetCalculator
 
     from driver.models import LoadedWeights
 
     if spec.checkpoint:
         try:
-            model = CHGNet.from_file(spec.checkpoint)
+            model = from_file(Path(spec.checkpoint))
+        except InputError:
+            raise
         except Exception as exc:  # the library raises many types for a bad file
             if is_out_of_memory(exc):
                 raise
@@ -57,10 +58,27 @@ def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
         weights = bundled_weights(version)
         if weights is None:
             raise InputError(f"model.variant: CHGNet version {version!r} is not bundled with chgnet")
-        model = CHGNet.load(model_name=version, use_device=device, verbose=False)
+        # As `CHGNet.load(model_name=version)` builds it, read with the weights-only unpickler.
+        model = from_file(weights, mlp_out_bias=version == "0.2.0", version=version)
         source = f"chgnet-{version}"
+    model = model.to(device)
     calculator = CHGNetCalculator(model=model, use_device=device)
     return LoadedWeights(calculator, source, sha256_of_path(weights))
+
+
+def from_file(path: Path, **kwargs):
+    """`CHGNet.from_file(path, **kwargs)`, unpickled as weights only where the file allows
+    (chgnet's own save, bundled and fine-tuned, does); otherwise as code, logged or refused
+    (driver.models.pickles)."""
+    from chgnet.model import CHGNet
+
+    from driver.models.pickles import allow_code_load, load_weights_only
+
+    state = load_weights_only(path)
+    if state is None:
+        allow_code_load(path, "CHGNet", "it names objects outside torch's weights-only allow-list")
+        return CHGNet.from_file(path, **kwargs)
+    return CHGNet.from_dict(state["model"], **kwargs)
 
 
 def can_batch(calculator) -> bool:
@@ -143,6 +161,7 @@ FAMILY = ModelFamily(
     batch=batch,
     can_batch=can_batch,
     elements=lambda calculator: range(1, calculator.model.composition_model.fc.in_features + 1),  # H..Pu (94)
+    known_elements=lambda spec, dirs: range(1, 95),  # every CHGNet (bundled or fine-tuned) embeds H..Pu
     is_checkpoint=is_checkpoint,
     finetune_module="driver.finetune.chgnet",
     distributions=("chgnet", "pymatgen"),

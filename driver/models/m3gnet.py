@@ -65,6 +65,36 @@ def _dtype_scoped_calculator_class():
     return DtypeScopedPESCalculator
 
 
+def known_elements(spec: ModelSpec, models_dirs: list[Path]) -> list[int] | None:
+    """The element_types in the local model folder's model.json (matgl's constructor arguments),
+    read without loading the model; None where there is no local folder or no such entry."""
+    import json
+
+    folder = Path(spec.checkpoint) if spec.checkpoint else find_local(spec.variant or DEFAULT_NAME, models_dirs)
+    if folder is None or not is_matgl_folder(folder):
+        return None
+    try:
+        found = _find_key(json.loads((folder / "model.json").read_text()), "element_types")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(found, list) or not all(isinstance(s, str) and s in atomic_numbers for s in found):
+        return None
+    return [atomic_numbers[symbol] for symbol in found]
+
+
+def _find_key(tree: object, key: str) -> object:
+    if isinstance(tree, dict):
+        if key in tree:
+            return tree[key]
+        tree = list(tree.values())
+    if isinstance(tree, list):
+        for item in tree:
+            found = _find_key(item, key)
+            if found is not None:
+                return found
+    return None
+
+
 def _looked(name: str, models_dirs: list[Path]) -> str:
     return ", ".join(str(d / name) for d in models_dirs) or "no models directory given"
 
@@ -226,6 +256,7 @@ FAMILY = ModelFamily(
     batch=batch,
     can_batch=can_batch,
     elements=lambda calculator: [atomic_numbers[symbol] for symbol in calculator.potential.model.element_types],
+    known_elements=known_elements,
     is_checkpoint=lambda path: path.is_dir() and is_matgl_folder(path),
     finetune_module="driver.finetune.m3gnet",
     distributions=("matgl", "torch-geometric"),

@@ -1,7 +1,8 @@
 """MACE-MP-0 through mace-torch: mace's size names (small, medium, ...) or a local `.model` file.
 
-Importing mace sets TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD for the whole process, so every
-checkpoint is unpickled as code: the weights' sha256 is recorded with every result.
+A `.model` file is a whole pickled torch module: loading it runs code, so every load is logged
+with the file's sha256 and DRIVER_SAFE_LOAD=1 refuses it (driver.models.pickles); the sha256 is
+recorded with every result too.
 """
 
 from __future__ import annotations
@@ -65,8 +66,10 @@ def load(spec: ModelSpec, device: str, models_dirs: list[Path]):
     from mace.calculators import mace_mp
 
     from driver.models import LoadedWeights
+    from driver.models.pickles import allow_code_load
 
     weights = resolve_weights(spec, models_dirs)
+    allow_code_load(weights, "MACE", "a .model file is a whole pickled torch module")
     try:
         calculator = mace_mp(model=str(weights), device=device, default_dtype=spec.dtype)
     except Exception as exc:

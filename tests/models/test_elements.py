@@ -63,3 +63,28 @@ def test_single_point_frames_and_fit_labels_are_checked_frame_by_frame(tmp_path,
     assert f"{path}: task.frames: frame 1: Og not in the element table of chgnet" in _error(capsys)
     assert main(["fit", "--model", "chgnet", "--labels", str(path)]) == 2
     assert "Og not in the element table of chgnet" in _error(capsys)
+
+
+@pytest.mark.parametrize("family", ["chgnet", "m3gnet"])
+def test_validate_refuses_an_unknown_element_without_loading_the_model(family, request, tmp_path, capsys,
+                                                                       monkeypatch):
+    """CHGNet's table (H..Pu) and M3GNet's (model.json's element_types) are known from the files;
+    MACE's only once its pickled model loads (at `driver run`, above)."""
+    import driver.models
+
+    monkeypatch.setattr(driver.models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    model, foreign = MODELS[family]
+    structure = tmp_path / "foreign.extxyz"
+    write(structure, _with(foreign))
+    recipe = write_recipe(tmp_path, structure={"file": str(structure)}, model=model(request))
+    assert main(["validate", str(recipe)]) == 2
+    assert f"{structure}: structure.file: {foreign} not in the element table of {family}" in _error(capsys)
+    frames = tmp_path / "frames.extxyz"
+    write(frames, [_with("Si"), _with(foreign)])
+    recipe = write_recipe(tmp_path, task={"kind": "single_point", "frames": str(frames)}, model=model(request))
+    assert main(["validate", str(recipe)]) == 2
+    assert f"{frames}: task.frames: frame 1: {foreign} not in the element table of {family}" in _error(capsys)
+    mace, _ = MODELS["mace"]
+    write(structure, _with("Cu"))  # the small MACE has no Cu: validate cannot know before it loads
+    recipe = write_recipe(tmp_path, structure={"file": str(structure)}, model=mace(request))
+    assert main(["validate", str(recipe)]) == 0
