@@ -69,21 +69,20 @@ def time_point(model, n: int, target_s: float, max_step_s: float, cuda: bool) ->
     dynamics = VelocityVerlet(atoms, timestep=1.0 * units.fs)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    peak = PeakMemory(model.device).__enter__()
-    start = time.perf_counter()
-    atoms.get_forces()  # the first model call: ASE's step 0
-    first = time.perf_counter() - start
-    point = {"atoms": len(atoms), "first_call_s": round(first, 4)}
-    if first > max_step_s:
-        point.update(s_per_step=round(first, 3), timed_steps=0,
-                     note=f"first call {first:.1f} s > {max_step_s:g} s: not timed further")
-    else:
-        steps = max(2, min(10, math.ceil(target_s / max(first, 1e-6))))
+    with PeakMemory(model.device) as peak:
         start = time.perf_counter()
-        dynamics.run(steps)
-        per_step = (time.perf_counter() - start) / steps
-        point.update(s_per_step=round(per_step, 5), timed_steps=steps)
-    peak.__exit__(None, None, None)
+        atoms.get_forces()  # the first model call: ASE's step 0
+        first = time.perf_counter() - start
+        point = {"atoms": len(atoms), "first_call_s": round(first, 4)}
+        if first > max_step_s:
+            point.update(s_per_step=round(first, 3), timed_steps=0,
+                         note=f"first call {first:.1f} s > {max_step_s:g} s: not timed further")
+        else:
+            steps = max(2, min(10, math.ceil(target_s / max(first, 1e-6))))
+            start = time.perf_counter()
+            dynamics.run(steps)
+            per_step = (time.perf_counter() - start) / steps
+            point.update(s_per_step=round(per_step, 5), timed_steps=steps)
     point["steps_per_s"] = round(1.0 / point["s_per_step"], 3)
     point["atom_steps_per_s"] = round(len(atoms) / point["s_per_step"], 1)
     point["ms_per_atom_step"] = round(1000 * point["s_per_step"] / len(atoms), 4)

@@ -17,6 +17,7 @@ import ctypes
 import ctypes.util
 import logging
 import os
+import platform
 import threading
 import time
 from dataclasses import dataclass
@@ -26,6 +27,9 @@ log = logging.getLogger(__name__)
 
 MEMORY_FRACTION_ENV = "DRIVER_MEMORY_FRACTION"
 DEFAULT_MEMORY_FRACTION = 0.5  # of available memory, for one batch: headroom for the rest of the job
+# On the CPU a batch gains nothing past a few thousand atoms (bench/batch_eval.py: at most 1.2x for
+# CHGNet and M3GNet at 16 structures), so one batch's memory is capped there as well.
+CPU_BATCH_CAP_BYTES = 2 * 2**30
 KEEP_MALLOC_ENV = "DRIVER_SYSTEM_MALLOC"  # =1: leave glibc's defaults alone
 
 # glibc's mallopt parameters (malloc.h)
@@ -39,7 +43,7 @@ class _MallInfo2(ctypes.Structure):
 
 
 def _glibc():
-    if os.uname().sysname != "Linux":
+    if platform.system() != "Linux":
         return None
     try:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
@@ -83,6 +87,25 @@ def resident_bytes() -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
+def reset_peak_resident() -> None:
+    """Start VmHWM again from the current resident size (Linux >= 4.0; best effort)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's largest resident size so far (VmHWM, Linux), or None."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def release_free_memory() -> None:
     """Hand the heap's free pages back to the kernel (glibc's malloc_trim): after a batch whose
     resident size outgrew the budget (a kept heap fragments when calls of different sizes follow
@@ -91,14 +114,63 @@ def release_free_memory() -> None:
         _LIBC.malloc_trim(0)
 
 
-def _cgroup_room() -> int | None:
-    """Bytes left under this process's cgroup v2 limit, if it has one."""
+UNLIMITED = 2**60  # cgroup v1 writes "no limit" as a huge number
+
+
+def _cgroup_room(proc_cgroup: Path = Path("/proc/self/cgroup"), root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Bytes left under the tightest memory limit of this process's cgroup and its ancestors
+    (v2: memory.max - memory.current; v1: limit_in_bytes - usage_in_bytes), None without one.
+    Slurm and systemd put a job in a nested cgroup without a namespace of its own, so the limit
+    sits on the job's own path (or a parent's), not at the mount's root."""
     try:
-        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
-        current = int(Path("/sys/fs/cgroup/memory.current").read_text())
+        lines = proc_cgroup.read_text().splitlines()
+    except OSError:
+        return None
+    rooms = []
+    for line in lines:
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and controllers == "":
+            base, limit_file, usage_file = root, "memory.max", "memory.current"
+        elif "memory" in controllers.split(","):
+            base, limit_file, usage_file = root / "memory", "memory.limit_in_bytes", "memory.usage_in_bytes"
+        else:
+            continue
+        folder = base / path.strip("/")
+        while True:
+            room = _room_in(folder, limit_file, usage_file)
+            if room is not None:
+                rooms.append(room)
+            if folder == base or base not in folder.parents:
+                break
+            folder = folder.parent
+    return min(rooms) if rooms else None
+
+
+def _room_in(folder: Path, limit_file: str, usage_file: str) -> int | None:
+    try:
+        limit_text = (folder / limit_file).read_text().strip()
+        usage = int((folder / usage_file).read_text())
     except (OSError, ValueError):
         return None
-    return None if limit == "max" else max(int(limit) - current, 0)
+    if limit_text == "max":
+        return None
+    try:
+        limit = int(limit_text)
+    except ValueError:
+        return None
+    return None if limit >= UNLIMITED else max(limit - usage, 0)
+
+
+def _mem_available() -> int:
+    """The kernel's estimate of memory available without swapping (Linux), else the physical total."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def available_bytes(device: str = "cpu") -> int:
@@ -109,9 +181,7 @@ def available_bytes(device: str = "cpu") -> int:
 
         free, _total = torch.cuda.mem_get_info(torch.device(device))
         return int(free)
-    import psutil
-
-    available = int(psutil.virtual_memory().available)
+    available = _mem_available()
     room = _cgroup_room()
     return available if room is None else min(available, room)
 
@@ -140,11 +210,18 @@ class MemoryBudget:
     source: str
 
     @classmethod
-    def for_device(cls, device: str) -> MemoryBudget:
+    def for_device(cls, device: str, sharing: int = 1) -> MemoryBudget:
+        """A fraction of what is available, divided among the `sharing` processes of this node
+        that draw on the same memory (MPI ranks on the CPU, ranks mapped to the same GPU)."""
         fraction = memory_fraction()
         available = available_bytes(device)
         where = "free GPU memory" if device.startswith("cuda") else "available RAM"
-        return cls(int(fraction * available), f"{fraction:.0%} of {gib(available)} {where}")
+        shared = f", shared by {sharing} processes" if sharing > 1 else ""
+        share = int(fraction * available / max(sharing, 1))
+        source = f"{fraction:.0%} of {gib(available)} {where}{shared}"
+        if not device.startswith("cuda") and share > CPU_BATCH_CAP_BYTES:
+            return cls(CPU_BATCH_CAP_BYTES, f"the CPU's cap, below {source}")
+        return cls(share, source)
 
 
 def gib(n_bytes: float) -> str:
@@ -152,12 +229,15 @@ def gib(n_bytes: float) -> str:
 
 
 class PeakMemory:
-    """The peak memory in use during a `with` block, above what was in use when it began."""
+    """The peak memory in use during a `with` block, above what was in use when it began
+    (`peak_bytes`), and the part of it that was transient (`transient_bytes`: the peak above what
+    was still in use at the end, so one-time set-up kept by a first call is not counted)."""
 
     def __init__(self, device: str = "cpu", interval_s: float = 0.0005):
         self.device = device
         self.interval_s = interval_s
         self.peak_bytes: int | None = None
+        self.transient_bytes: int | None = None
         self._start = 0
         self._peak = 0
         self._stop = threading.Event()
@@ -191,10 +271,16 @@ class PeakMemory:
             import torch
 
             torch.cuda.synchronize(self.device)
-            self.peak_bytes = max(int(torch.cuda.max_memory_allocated(self.device)) - self._start, 0)
+            peak, end = int(torch.cuda.max_memory_allocated(self.device)), int(torch.cuda.memory_allocated(self.device))
+            self._settle(peak, end)
             return
         if self._thread is None:
             return
         self._stop.set()
         self._thread.join()
-        self.peak_bytes = max(self._peak - self._start, 0)
+        end = heap_in_use()
+        self._settle(max(self._peak, end or 0), end if end is not None else self._start)
+
+    def _settle(self, peak: int, end: int) -> None:
+        self.peak_bytes = max(peak - self._start, 0)
+        self.transient_bytes = max(peak - max(end, self._start), 0)

@@ -244,7 +244,7 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     with world.abort_on_error("set-up failed", passthrough=(DriverError,)):
         structure, correction = check_inputs(recipe)  # all of `driver validate`, before the model loads
         check_fits_in_memory(len(structure), recipe.model, world.local_rank)
-        model = load_model(recipe.model, world.local_rank)
+        model = load_model(recipe.model, world.local_rank, world.local_size)
         task.check_elements(recipe.task, model, structure, recipe.structure)
         if correction is not None:
             correction.check_model(model.weights_sha256)

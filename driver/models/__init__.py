@@ -20,7 +20,7 @@ from ase import Atoms
 from ase.calculators.calculator import Calculator
 
 from driver.errors import DriverError, InputError, ResourceError, first_line, is_out_of_memory
-from driver.memory import available_bytes, gib
+from driver.memory import MemoryBudget, available_bytes, gib
 from driver.models.batching import AutoBatching, BatchPlanner
 from driver.models.device import resolve_device
 from driver.potential import ENERGY_FORCES, CalculatorPotential, Results, check_properties
@@ -61,7 +61,7 @@ class ModelPotential(CalculatorPotential):
     """A loaded uMLIP: its library's own calculator one structure at a time, and the library's
     graph batching for many (where the family has one and the configuration allows)."""
 
-    def __init__(self, family: ModelFamily, weights: LoadedWeights, device: str, dtype: str):
+    def __init__(self, family: ModelFamily, weights: LoadedWeights, device: str, dtype: str, sharing: int = 1):
         super().__init__(weights.calculator, device)  # .calculator: the library's own, as its users run it
         self.family = family.name
         self.entry = family  # the family's registry entry: batching, dtypes, fine-tuning
@@ -69,7 +69,11 @@ class ModelPotential(CalculatorPotential):
         self.weights_sha256 = weights.weights_sha256
         self.dtype = dtype
         self.auto_batching = AutoBatching()  # batched: auto, decided on this model's own calls
-        self.planner = BatchPlanner(device)  # batches sized by the memory this model's calls use
+        # Batches sized by the memory this model's calls use, out of this process's share of it.
+        declared = family.memory_per_atom_mb
+        self.planner = BatchPlanner(device, budget=lambda where: MemoryBudget.for_device(where, sharing),
+                                    fallback_bytes_per_atom=None if declared is None else
+                                    declared * 2**20 * (2 if dtype == "float64" else 1))
         elements = family.elements(weights.calculator)
         self.elements = None if elements is None else frozenset(int(z) for z in elements)
 
@@ -176,7 +180,20 @@ def check_fits_in_memory(n_atoms: int, spec: ModelSpec, local_rank: int = 0) -> 
             f"available; use a smaller cell or a device with more memory")
 
 
-def load_model(spec: ModelSpec, local_rank: int = 0) -> ModelPotential:
+def processes_sharing(device: str, local_rank: int, local_size: int) -> int:
+    """How many of this node's ranks draw on the memory this rank's model uses: all of them on the
+    CPU, those mapped to the same GPU (rank r uses GPU r % n_gpus) on a GPU."""
+    if local_size <= 1:
+        return 1
+    if not device.startswith("cuda"):
+        return local_size
+    import torch
+
+    n_gpus = max(torch.cuda.device_count(), 1)
+    return sum(1 for rank in range(local_size) if rank % n_gpus == local_rank % n_gpus)
+
+
+def load_model(spec: ModelSpec, local_rank: int = 0, local_size: int = 1) -> ModelPotential:
     """Load the model a recipe names on the device it asks for (auto: GPU when present).
 
     Errors by cause: a bad name, path or file is InputError (exit 2); running out of memory on
@@ -197,4 +214,4 @@ def load_model(spec: ModelSpec, local_rank: int = 0) -> ModelPotential:
         if is_out_of_memory(exc):
             raise ResourceError(f"model: loading {spec.name} on {device} ran out of memory ({first_line(exc)})") from None
         raise
-    return ModelPotential(entry, weights, device, spec.dtype)
+    return ModelPotential(entry, weights, device, spec.dtype, processes_sharing(device, local_rank, local_size))
