@@ -121,7 +121,7 @@ def _cmd_sample(args: argparse.Namespace) -> int:
     _refuse_existing(out_dir / "candidates.extxyz", args.overwrite)
     spec = _model_spec(args)
     model = load_model(spec)
-    selected = sample(atoms, model.calculator, amplitudes_A=args.rattle, per_amplitude=args.per_amplitude,
+    selected = sample(atoms, model, amplitudes_A=args.rattle, per_amplitude=args.per_amplitude,
                       md_temperature_K=args.md_temperature, md_steps=args.md_steps, md_every=args.md_every,
                       timestep_fs=args.timestep_fs, select=args.select,
                       min_distance_fraction=args.min_distance_fraction, seed=args.seed)

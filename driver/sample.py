@@ -18,6 +18,7 @@ from ase.io import write
 from ase.neighborlist import neighbor_list
 
 from driver.errors import InputError
+from driver.potential import Potential
 
 
 @dataclass
@@ -68,18 +69,18 @@ def md_snapshots(atoms: Atoms, calculator, temperature_K: float, steps: int, eve
     return found
 
 
-def rank(candidates: list[Candidate], calculator, min_distance_A: float) -> list[Candidate]:
-    """Score each candidate by the model's mean |F|; drop those with atoms closer than allowed."""
+def rank(candidates: list[Candidate], potential: Potential, min_distance_A: float) -> list[Candidate]:
+    """Score each candidate by the model's mean |F| (all of them through the potential at once:
+    batched where that pays, in batches the memory holds); drop those with atoms closer than allowed."""
     kept = []
     for candidate in candidates:
         candidate.min_distance_A = shortest_distance(candidate.atoms)
-        if candidate.min_distance_A < min_distance_A:
-            continue
-        probe = candidate.atoms.copy()
-        probe.calc = calculator
-        norms = np.linalg.norm(probe.get_forces(), axis=1)
+        if candidate.min_distance_A >= min_distance_A:
+            kept.append(candidate)
+    results = potential.evaluate([candidate.atoms for candidate in kept], ("energy", "forces"))
+    for candidate, result in zip(kept, results, strict=True):
+        norms = np.linalg.norm(result.forces, axis=1)
         candidate.mean_force_eV_A, candidate.max_force_eV_A = float(norms.mean()), float(norms.max())
-        kept.append(candidate)
     return sorted(kept, key=lambda c: c.mean_force_eV_A, reverse=True)
 
 
@@ -119,16 +120,17 @@ def check_options(amplitudes_A: Sequence[float], md_temperature_K: float | None,
         raise InputError("no candidates: give --rattle amplitudes and/or --md-temperature")
 
 
-def sample(atoms: Atoms, calculator, *, amplitudes_A: Sequence[float], per_amplitude: int, md_temperature_K: float | None,
+def sample(atoms: Atoms, potential: Potential, *, amplitudes_A: Sequence[float], per_amplitude: int, md_temperature_K: float | None,
            md_steps: int, md_every: int, timestep_fs: float, select: int, min_distance_fraction: float,
            seed: int) -> list[Candidate]:
     check_options(amplitudes_A, md_temperature_K)
     candidates = rattled(atoms, amplitudes_A, per_amplitude, seed)
     if md_temperature_K is not None:
-        candidates += md_snapshots(atoms, calculator, md_temperature_K, md_steps, md_every, timestep_fs, seed)
+        candidates += md_snapshots(atoms, potential.as_calculator(), md_temperature_K, md_steps, md_every,
+                                   timestep_fs, seed)
     # Closer than a fraction of the starting structure's shortest bond: unphysical, a waste of DFT time.
     limit = min_distance_fraction * shortest_distance(atoms)
-    ranked = rank(candidates, calculator, limit)
+    ranked = rank(candidates, potential, limit)
     if not ranked:
         raise InputError(f"all {len(candidates)} candidates put atoms closer than {limit:.2f} Å; use smaller "
                          "--rattle amplitudes or a lower --min-distance-fraction")

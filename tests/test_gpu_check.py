@@ -40,6 +40,10 @@ class FakeModel:
         self.calculator = Calc()
         self.device = "cpu"
 
+    def as_calculator(self):
+        """The ladder times the driver's own call (ModelPotential.as_calculator)."""
+        return self.calculator
+
 
 def run_ladder(tmp_path, model, max_step_s=60.0, sizes=(1, 2, 3)):
     record = bench.Record(tmp_path / "check.json", {"status": "running"})

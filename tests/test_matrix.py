@@ -36,7 +36,7 @@ def run_with_session_model(request, monkeypatch, tmp_path, capsys, family: str, 
 
     fixture, model_section = FAMILIES[family]
     model = request.getfixturevalue(fixture)
-    monkeypatch.setattr(driver.runner, "load_model", lambda spec, local_rank=0: model)
+    monkeypatch.setattr(driver.runner, "load_model", lambda spec, local_rank=0, local_size=1: model)
     recipe = write_recipe(tmp_path, model=model_section(request), correction={"scale": 0.8}, compare=True,
                           task=task, **sections)
     code = main(["run", str(recipe)])

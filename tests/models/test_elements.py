@@ -70,9 +70,9 @@ def test_validate_refuses_an_unknown_element_without_loading_the_model(family, r
                                                                        monkeypatch):
     """CHGNet's table (H..Pu) and M3GNet's (model.json's element_types) are known from the files;
     MACE's only once its pickled model loads (at `driver run`, above)."""
-    import driver.models
+    import driver.runner
 
-    monkeypatch.setattr(driver.models, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
+    monkeypatch.setattr(driver.runner, "load_model", lambda *a, **k: pytest.fail("the model loaded"))
     model, foreign = MODELS[family]
     structure = tmp_path / "foreign.extxyz"
     write(structure, _with(foreign))
