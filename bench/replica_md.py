@@ -52,7 +52,7 @@ def main() -> None:
                 print(f"{family}: weights not found, skipped")
                 continue
             model = load_model(ModelSpec(**fields))
-            driver.runner.load_model = lambda spec, local_rank=0, _m=model: _m  # loaded once, not timed
+            driver.runner.load_model = lambda spec, local_rank=0, local_size=1, _m=model: _m  # loaded once, not timed
             runs = {batch: recipe_for(fields, batch, args.steps, work / f"{family}-{batch}") for batch in (False, True)}
 
             def run(batch: bool, runs: dict = runs) -> None:

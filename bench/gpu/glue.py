@@ -57,7 +57,7 @@ def reusing_model(model) -> Iterator[None]:
     """run_recipe loads its model; inside this block it gets `model` instead, so loading is not
     timed and the GPU holds one copy (as bench/replica_md.py does)."""
     original = driver.runner.load_model
-    driver.runner.load_model = lambda spec, local_rank=0: model
+    driver.runner.load_model = lambda spec, local_rank=0, local_size=1: model
     try:
         yield
     finally:
