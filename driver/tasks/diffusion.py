@@ -23,12 +23,7 @@ from ase import Atoms
 from ase.data import chemical_symbols
 from pydantic import Field, field_validator, model_validator
 
-from driver.analysis.diffusivity import (
-    DiffusionEstimate,
-    Verdict,
-    diffusivity_cell,
-    estimate_diffusion,
-)
+from driver.analysis.diffusivity import DiffusionEstimate, Verdict, estimate_diffusion
 from driver.ensembles import ENSEMBLES
 from driver.errors import InputError
 from driver.jobs import Job
@@ -273,15 +268,16 @@ def _charge(spec: DiffusionTask, atoms: Atoms) -> float | None:
 
 
 def _progress_text(result: DiffusionResult) -> str:
-    """D with its interval, or what stands in for it (driver.analysis.diffusivity.diffusivity_cell,
-    as every table writes it); hops; the state."""
-    interval = None if result.interval_low_cm2_s is None else (result.interval_low_cm2_s, result.interval_high_cm2_s)
-    cell = diffusivity_cell(result.diffusivity_cm2_s, interval, f"{result.verdict} ({result.reason})",
-                            result.upper_bound_cm2_s)
+    """D with its interval, or what stands in for it; hops; the state."""
     if result.diffusivity_cm2_s is not None:
-        d = (f"D = {cell} cm²/s (±{result.relative_half_width:.1%}, target {result.target_relative_error:.0%})")
+        d = (f"D = {result.diffusivity_cm2_s:.3g} cm²/s [{result.interval_low_cm2_s:.3g}, "
+             f"{result.interval_high_cm2_s:.3g}] (±{result.relative_half_width:.1%}, target "
+             f"{result.target_relative_error:.0%})")
+    elif result.verdict == Verdict.NOT_DIFFUSIVE:
+        bound = f"D < {result.upper_bound_cm2_s:.2g} cm²/s" if result.upper_bound_cm2_s is not None else "no D"
+        d = f"not diffusive ({result.reason}): {bound}"
     else:
-        d = f"{cell} cm²/s" if result.upper_bound_cm2_s is not None else cell
+        d = f"{result.verdict}: {result.reason}"
     return f"{d}, {result.hops} hops ({result.hops_per_ion:.2g}/ion), {result.state}"
 
 
