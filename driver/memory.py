@@ -50,6 +50,8 @@ def _glibc():
         libc.gnu_get_libc_version  # noqa: B018 - only glibc has it (musl does not)
     except (OSError, AttributeError):
         return None
+    if hasattr(libc, "mallinfo2"):  # glibc >= 2.33
+        libc.mallinfo2.restype = _MallInfo2
     return libc
 
 
@@ -73,7 +75,6 @@ def heap_in_use() -> int | None:
     """Bytes malloc has handed out and not had back (all arenas), or None off glibc."""
     if _LIBC is None or not hasattr(_LIBC, "mallinfo2"):
         return None
-    _LIBC.mallinfo2.restype = _MallInfo2
     info = _LIBC.mallinfo2()
     return int(info.uordblks + info.hblkhd)
 
@@ -95,15 +96,20 @@ def reset_peak_resident() -> None:
         pass
 
 
-def peak_resident_bytes() -> int | None:
-    """This process's largest resident size so far (VmHWM, Linux), or None."""
+def _proc_kib(path: str, key: str) -> int | None:
+    """Bytes of a `Key:  N kB` line of a /proc file (Linux), or None."""
     try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(f"{key}:"):
                 return int(line.split()[1]) * 1024
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def peak_resident_bytes() -> int | None:
+    """This process's largest resident size so far (VmHWM, Linux), or None."""
+    return _proc_kib("/proc/self/status", "VmHWM")
 
 
 def release_free_memory() -> None:
@@ -164,13 +170,8 @@ def _room_in(folder: Path, limit_file: str, usage_file: str) -> int | None:
 
 def _mem_available() -> int:
     """The kernel's estimate of memory available without swapping (Linux), else the physical total."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    available = _proc_kib("/proc/meminfo", "MemAvailable")
+    return available if available is not None else os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def available_bytes(device: str = "cpu") -> int:

@@ -225,10 +225,6 @@ class AutoBatching:
         self.timings: dict[tuple, _Timing] = {}
         self.warmed = False
 
-    def choice(self, structures: Sequence[Atoms], properties: tuple) -> bool | None:
-        timing = self.timings.get(kind_of(structures, properties))
-        return None if timing is None else timing.choice
-
     def evaluate(self, structures: list[Atoms], properties: tuple, one_by_one: Call, batched: Call,
                  device: str) -> list[Results]:
         timing = self.timings.setdefault(kind_of(structures, properties), _Timing())
