@@ -107,12 +107,15 @@ def test_batch_size_must_be_positive(chgnet_model, structures):
 
 
 @pytest.mark.parametrize("batch_pays", [True, False])
-def test_batching_auto_decides_on_a_probe_of_the_work_and_keeps_the_faster(batch_pays, caplog):
+def test_batching_auto_decides_on_a_probe_of_the_work_and_keeps_the_faster(batch_pays, caplog, monkeypatch):
     """A family whose batch call costs `cost(n)` for n structures: auto times k = n/20 structures
     one by one and the next k batched (their results kept, nothing computed twice), runs the rest
-    the faster way, and keeps the choice for later calls of the same kind."""
+    the faster way, and keeps the choice for later calls of the same kind. The calls advance a
+    fake clock by their cost, so the logged deciding cost is exact, not a sleep's jitter."""
     import logging
-    import time
+    import types
+
+    from driver.models import batching
 
     from ase.calculators.emt import EMT
 
@@ -120,11 +123,12 @@ def test_batching_auto_decides_on_a_probe_of_the_work_and_keeps_the_faster(batch
     from driver.potential import Results
     from driver.registry import ModelFamily
 
-    calls = []
+    calls, clock = [], [0.0]
+    monkeypatch.setattr(batching, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))
 
     def batch(calculator, structures, properties, batch_size):
         calls.append(len(structures))
-        time.sleep(0.03 if batch_pays else 0.01 * len(structures) ** 2)
+        clock[0] += 0.03 if batch_pays else 0.01 * len(structures) ** 1.5  # batched 1.41x slower
         return [Results.of(float(len(atoms)), np.zeros((len(atoms), 3))) for atoms in structures]
 
     family = ModelFamily(name="timed", package="ase", dtypes=("float64",), description="test", load=None,
@@ -139,7 +143,10 @@ def test_batching_auto_decides_on_a_probe_of_the_work_and_keeps_the_faster(batch
     assert f"using {'batched' if batch_pays else 'one by one'}" in caplog.text
     cost = float(caplog.text.split("deciding cost ")[1].split(" s,")[0])
     share = float(caplog.text.split(" s, ")[1].split("%")[0])
-    assert cost > 0 and share <= 10  # deciding costs at most a tenth of the work decided on
+    # batched wins: probing one by one lost (0.03 - 0.015) s on each of 2 structures out of 40 x 0.015 s;
+    # one by one wins: 2 x 2 batched structures lost (0.0141 - 0.01) s each, out of 40 x 0.01 s
+    assert (cost, share) == ((0.03, 5.0) if batch_pays else (0.02, 4.1))
+    assert share <= 10  # deciding costs at most a tenth of the work decided on
     calls.clear()
     model.evaluate(structures)
     assert calls == ([40] if batch_pays else [1] * 40)  # the choice is kept for this kind
