@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 
 DEVICE ?= gpu
 
-.PHONY: setup run test bench bench-torchsim lint clean sif sif-cpu test-image gpu-wheels gpu-check
+.PHONY: setup run test test-slow bench bench-torchsim lint clean sif sif-cpu test-image gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -30,6 +30,11 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The random-kill campaign (tests/test_kill_campaign.py): real runs SIGKILLed at random instants
+# and resumed, counts written to bench/kill_campaign.json (README: "Kill at any instant").
+test-slow: setup
+	$(BIN)/python -m pytest -m slow -s $(PYTEST_ARGS)
 
 bench: setup
 	$(BIN)/python bench/batch_eval.py

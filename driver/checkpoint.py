@@ -7,8 +7,9 @@ else it holds is rebuilt from the recipe when the job resumes); a name ASE no lo
 error at the first checkpoint, never a variable skipped in silence, and tests/test_checkpoint.py
 fails when an integrator gains a variable that changes as it runs and is not listed.
 
-Two slots are written in turn, each sealed by a sha256 written last: a kill while one slot is
-being written leaves the other, older one valid. Reading takes the newest valid slot.
+Two slots are written in turn, each sealed by a sha256 written last: a slot damaged in the file
+leaves the other, older one valid. Reading takes the newest valid slot. Each checkpoint is one
+journal record (driver.journal) first, so a kill in the middle of writing it loses nothing.
 """
 
 from __future__ import annotations
@@ -130,31 +131,22 @@ def _header(state: MDState) -> dict:
 
 
 class Checkpointer:
-    """Writes a job's checkpoints into its open HDF5 file, alternating between the two slots."""
+    """Writes a job's checkpoints through its writer (driver.output: journaled, fsynced),
+    alternating between the two slots."""
 
-    def __init__(self, file: h5py.File):
-        self.file = file
+    def __init__(self, writer):
+        self.writer = writer
+        file = writer.file
         newest = _newest_valid(file[GROUP], file.filename, strict=False) if GROUP in file else None
         self._next_slot = _SLOTS[1] if newest is not None and newest[0] == _SLOTS[0] else _SLOTS[0]
 
     def write(self, state: MDState) -> None:
-        """Overwrite the older slot in place (the file does not grow), seal it, flush."""
-        slot = self.file.require_group(f"{GROUP}/{self._next_slot}")
-        slot.attrs["sha256"] = ""  # unsealed while it is being written
-        self.file.flush()
-        arrays = _arrays(state)
-        for name, value in arrays.items():
-            value = np.asarray(value, dtype=np.float64)
-            if name in slot and slot[name].shape == value.shape:
-                slot[name][...] = value
-            else:
-                if name in slot:
-                    del slot[name]
-                slot.create_dataset(name, data=value)
+        """Overwrite the older slot in place (the file does not grow), sealed by its checksum."""
+        arrays = {name: np.asarray(value, dtype=np.float64) for name, value in _arrays(state).items()}
         header = _header(state)
-        slot.attrs["header"] = json.dumps(header)
-        slot.attrs["sha256"] = _digest(arrays, header)
-        self.file.flush()
+        tree = {"datasets": {name: {"data": value} for name, value in arrays.items()},
+                "attrs": {"header": json.dumps(header), "sha256": _digest(arrays, header)}}
+        self.writer.put_tree(f"{GROUP}/{self._next_slot}", tree, in_place=True)
         self._next_slot = _SLOTS[1 - _SLOTS.index(self._next_slot)]
 
 

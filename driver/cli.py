@@ -13,7 +13,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from driver import __version__
+from driver import __version__, faults
 from driver.errors import DriverError, InputError
 from driver.memory import tune_allocator
 
@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
     try:
+        faults.check()  # a mistyped DRIVER_FAULT_AT is one line before anything runs
         return args.handler(args)
     except DriverError as exc:
         print(f"error: {exc}", file=sys.stderr)

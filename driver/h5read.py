@@ -20,6 +20,8 @@ def reading(path: str | Path, hint: str = "") -> Iterator:
     path = Path(path)
     if not path.exists():
         raise InputError(f"{path}: file not found")
+    if path.with_name(path.name + ".journal").exists():  # driver.journal.SUFFIX (not imported: keeps this light)
+        hint += f"; a killed job's file: `driver run --resume` rebuilds it from {path.name}.journal"
     try:
         handle = h5py.File(path, "r")
     except OSError as exc:

@@ -41,7 +41,11 @@ class PointStore:
 
     def __init__(self, writer):
         self.writer = writer
-        self.group = writer.file.require_group(GROUP)
+
+    @property
+    def group(self) -> h5py.Group | dict:
+        """/points as it stands (nothing is created here: every write goes through the journal)."""
+        return self.writer.file.get(GROUP, {})
 
     def __contains__(self, key: str) -> bool:
         return key in self.group and "order" in self.group[key].attrs
@@ -51,28 +55,23 @@ class PointStore:
         if key not in self:
             return None
         group = self.group[key]
-        values: dict[str, np.ndarray | float | str] = {name: group[name][()] for name in group}
+        values: dict[str, np.ndarray | float | str] = {}
+        group.visititems(lambda name, item: values.__setitem__(name, item[()])  # "a/b": nested names too
+                         if isinstance(item, h5py.Dataset) else None)
         values.update({name: value for name, value in group.attrs.items() if name not in ("order", "step", "frames")})
         return values
 
     def put(self, key: str, values: Mapping[str, object], step: int) -> None:
-        """Store one finished point (arrays as datasets, scalars as attributes) and flush. The
-        `order` attribute is written last: a point half-written when the process died has none
-        and counts as missing."""
-        file = self.writer.file
-        if key in self.group:
-            del self.group[key]
-        group = self.group.create_group(key)
-        for name, value in values.items():
-            if isinstance(value, np.ndarray):
-                group.create_dataset(name, data=value)
-            else:
-                group.attrs[name] = value
-        group.attrs["step"] = int(step)
-        group.attrs["frames"] = int(self.writer.frames)
-        group.attrs["order"] = int(file.attrs.get("points_stored", 0))
-        file.attrs["points_stored"] = int(file.attrs.get("points_stored", 0)) + 1
-        file.flush()
+        """Store one finished point (arrays as datasets, scalars as attributes), journaled and
+        fsynced. The `order` attribute is written last: a point half-written in the file has
+        none and counts as missing."""
+        order = int(self.writer.file.attrs.get("points_stored", 0))
+        self.writer.write_attributes("/", {"points_stored": order + 1})
+        attrs = {name: value for name, value in values.items() if not isinstance(value, np.ndarray)}
+        attrs.update(step=int(step), frames=int(self.writer.frames), order=order)
+        tree = {"datasets": {name: {"data": value} for name, value in values.items() if isinstance(value, np.ndarray)},
+                "attrs": attrs}
+        self.writer.put_tree(f"{GROUP}/{key}", tree)
 
 
 def each_point(store: PointStore, keys: Sequence[str], compute: Callable[[int], Mapping[str, object]],

@@ -6,6 +6,7 @@ them from a recipe and reports progress the way MD does."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -15,6 +16,7 @@ from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
 
 from driver.observers import StepObservers
+from driver.optimizer_state import restore_optimizer_state
 from driver.parallel import serial_comm
 from driver.progress import Progress
 from driver.schema import Bool, Strict, bounded
@@ -53,22 +55,33 @@ class Relaxation:
 
 def relax(atoms: Atoms, fmax_eV_A: float, max_steps: int, cell: bool = False, label: str = "relaxation",
           optimizer: Optimizer = "fire", pressure_GPa: float = 0.0, symmetry: bool = False,
-          observers: StepObservers | None = None, first_step: int = 0) -> Relaxation:
+          observers: StepObservers | None = None, first_step: int = 0,
+          restart: Mapping[str, np.ndarray] | None = None, orig_cell: np.ndarray | None = None,
+          on_start: Callable[[object], None] | None = None) -> Relaxation:
     """Relax `atoms` in place (it must carry its calculator) until every force (and, with `cell`,
     the stress times the volume, against `pressure_GPa`) is below fmax or `max_steps` are taken.
     `symmetry`: ASE's FixSymmetry keeps the starting space group (spglib finds it). `first_step`:
     a resumed relaxation's steps so far (numbers the progress lines and the observers' steps).
-    `observers` (driver.observers) see every step: a task's frames, checkpoints and stop."""
+    `observers` (driver.observers) see every step: a task's frames, checkpoints and stop.
+    `restart` (driver.optimizer_state) and `orig_cell` (the cell filter's reference, the job's
+    starting cell) make a resumed relaxation take exactly the steps the killed one would have;
+    `on_start` is handed the optimizer (what a checkpoint captures)."""
     if symmetry:
         from ase.constraints import FixSymmetry
 
         atoms.set_constraint(FixSymmetry(atoms))
-    target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa) if cell else atoms
+    target = _cell_filter(atoms, pressure_GPa, orig_cell) if cell else atoms
     dynamics = OPTIMIZERS[optimizer](target, logfile=None, comm=serial_comm())
+    offset = first_step
+    if restart is not None:  # the optimizer as it was: its own count of steps continues
+        restore_optimizer_state(restart, dynamics, first_step)
+        offset = 0
+    if on_start is not None:
+        on_start(dynamics)
     progress = Progress(log, label, first_step + max_steps, start=first_step)
 
     def report() -> None:
-        step = first_step + int(dynamics.nsteps)
+        step = offset + int(dynamics.nsteps)
         progress.update(step, f"fmax {_fmax(target):.4f} eV/Å  E {atoms.get_potential_energy():.6f} eV")
         if observers is not None:
             observers.at(step)
@@ -77,9 +90,22 @@ def relax(atoms: Atoms, fmax_eV_A: float, max_steps: int, cell: bool = False, la
     converged = bool(dynamics.run(fmax=fmax_eV_A, steps=max_steps))
     if symmetry:
         atoms.set_constraint()  # a plain structure from here on: the symmetry is in its positions
-    outcome = Relaxation(converged, int(dynamics.nsteps), _fmax(target))
+    outcome = Relaxation(converged, int(dynamics.nsteps) - (first_step - offset), _fmax(target))
     progress.finish(f"({'cell and positions' if cell else 'positions'}): {outcome.describe()}")
     return outcome
+
+
+def _cell_filter(atoms: Atoms, pressure_GPa: float, orig_cell: np.ndarray | None) -> FrechetCellFilter:
+    """ASE's cell filter, whose reference cell is the one the atoms have when it is built: for a
+    resumed relaxation it is built on the job's starting cell (`orig_cell`), then the atoms get
+    their own cell back, so its coordinates are those of the relaxation that was killed."""
+    if orig_cell is None:
+        return FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa)
+    now = atoms.cell[:].copy()
+    atoms.set_cell(orig_cell, scale_atoms=False)
+    target = FrechetCellFilter(atoms, scalar_pressure=pressure_GPa * units.GPa)
+    atoms.set_cell(now, scale_atoms=False)
+    return target
 
 
 def _fmax(target) -> float:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ase import Atoms
 
-from driver import interrupt
+from driver import faults, interrupt
 from driver.correction import SofteningScale, resolve_softening_scale
 from driver.errors import (
     DriverError,
@@ -25,8 +25,9 @@ from driver.errors import (
     is_out_of_memory,
 )
 from driver.jobs import Job
+from driver.journal import base_path, journal_path
 from driver.models import check_fits_in_memory, known_elements, load_model
-from driver.output import H5MDWriter
+from driver.output import H5MDWriter, recover
 from driver.parallel import World
 from driver.potential import Potential
 from driver.provenance import host_description, now_iso, package_versions
@@ -69,7 +70,8 @@ def output_directory(recipe: Recipe, override: str | None) -> Path:
 def prepare_output(out_dir: Path, jobs: list[Job], overwrite: bool, resume: bool = False) -> None:
     """Refuse to clobber earlier results unless asked (--resume keeps them, --overwrite deletes
     them); fail early on an unwritable folder."""
-    existing = [out_dir / f"{job.name}.h5" for job in jobs] + [out_dir / SUMMARY_NAME]
+    files = [out_dir / f"{job.name}.h5" for job in jobs]
+    existing = files + [path for h5 in files for path in (journal_path(h5), base_path(h5))] + [out_dir / SUMMARY_NAME]
     found = [] if resume else [p for p in existing if p.exists()]
     if found and not overwrite:
         raise InputError(f"{found[0]}: output exists; pass --resume to continue that run or --overwrite to replace it")
@@ -175,6 +177,9 @@ def run_job(job: Job, recipe: Recipe, start: JobStart, base: Potential, correcti
         entry["status"] = status
         try:
             writer.write_attributes("parameters", {"end_time": now_iso()})
+        except OutputError:
+            pass  # the close below says what failed
+        try:
             writer.close(status, entry)
         except OutputError as exc:
             log.warning("could not close cleanly: %s", exc)
@@ -202,6 +207,7 @@ def write_summary(out_dir: Path, recipe: Recipe, started: str, jobs: list[dict],
     tmp = path.with_suffix(".json.tmp")
     try:
         tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        faults.at("summary")
         tmp.replace(path)
     except OSError as exc:
         raise OutputError(f"{path}: cannot be written ({first_line(exc)})") from None
@@ -237,7 +243,14 @@ def run_recipe(recipe: Recipe, recipe_text: str, out: str | None = None, overwri
     sharing = recipe.run.share_structures and world.parallel
     mine = jobs if sharing else world.share(jobs)
     # --resume: read every job file first, so a damaged or foreign one stops the run before the model loads.
+    # A file a kill left is rebuilt from its journal first (by rank 0 alone for shared jobs, which
+    # every rank reads).
     with world.abort_on_error("resume failed", passthrough=(DriverError,)):
+        if resume and sharing:
+            world.on_root(lambda: [recover(out_dir / f"{job.name}.h5") for job in jobs])
+        elif resume:
+            for job in mine:
+                recover(out_dir / f"{job.name}.h5")
         on_disk_by_job = {job.name: job_on_disk(out_dir / f"{job.name}.h5", recipe) if resume else JobOnDisk("run")
                           for job in mine}
     # Input errors are the same on every rank; anything else (one GPU out of memory) stops all.

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import h5py
 import numpy as np
 
 from driver import interrupt
@@ -29,7 +28,8 @@ from driver.analysis.arrhenius import (
 from driver.analysis.diffusivity import Verdict
 from driver.h5read import reading
 from driver.jobs import Job
-from driver.results import WITH_RESULTS, JobStatus, to_attribute
+from driver.output import H5MDWriter
+from driver.results import WITH_RESULTS, JobStatus
 from driver.tasks import JobRunner
 from driver.tasks.diffusion_result import DiffusionResult, StudyState
 
@@ -65,12 +65,12 @@ def _stop_for_budget(job: Job, entry: dict | None, runner: JobRunner, budget_h: 
                  error=f"the wall budget ({budget_h:g} h) is used before the target was reached; "
                        "--resume with a larger task.wall_hours continues")
     if path.exists():
-        with h5py.File(path, "r+") as handle:
-            handle.attrs["status"] = str(JobStatus.INTERRUPTED)
-            handle.attrs["summary_entry"] = json.dumps(entry)
-            group = handle.get(f"results/{DiffusionResult.kind}")
-            if group is not None:
-                group.attrs["state"] = to_attribute(StudyState.BUDGET)
+        with reading(path) as handle:
+            has_result = f"results/{DiffusionResult.kind}" in handle
+        changes: dict[str, dict] = {"/": {"status": str(JobStatus.INTERRUPTED), "summary_entry": json.dumps(entry)}}
+        if has_result:
+            changes[f"results/{DiffusionResult.kind}"] = {"state": StudyState.BUDGET}
+        H5MDWriter.amend(path, changes)
     log.warning("%s: stopped, %s", job.name, entry["error"])
 
 

@@ -280,7 +280,10 @@ def run_md(atoms: Atoms, task: MDTask, temperature_K: float | Schedule, writer: 
     observers = StepObservers(
         lambda: integrator.nsteps, record=record, record_every=write_every,
         checkpoint=(lambda: writer.checkpoint(capture(atoms, integrator, writer.frames))) if checkpoint_every else None,
-        checkpoint_every=checkpoint_every, checkpointed_at=resume.step if resume is not None else None)
+        checkpoint_every=checkpoint_every, checkpointed_at=resume.step if resume is not None else None,
+        # the checkpoint's frames hold its own step's frame: ASE observes step 0 again when a run
+        # resumes from it, which must not write that frame twice
+        recorded_at=resume.step if resume is not None else None)
     if schedule.varies:
         integrator.attach(follow_schedule, interval=1)
     integrator.attach(observers, interval=1)

@@ -19,46 +19,13 @@ from __future__ import annotations
 import numpy as np
 
 from driver.checkpoint import CheckpointError, MDState
-
-# ASE optimizer class -> the attributes that change as it runs (None before its first step).
-# BFGS's Hessian lives in `optimizer.state.hessian`, read and written through `_hessian`.
-OPTIMIZER_STATE: dict[str, tuple[str, ...]] = {
-    "FIRE": ("vel", "dt", "a", "Nsteps"),
-    "BFGS": ("hessian", "pos0", "forces0"),
-    "NEBOptimizer": (),
-}
-INTEGER_FIELDS = ("Nsteps",)
-
-
-def _fields(optimizer) -> tuple[str, ...]:
-    name = type(optimizer).__name__
-    if name not in OPTIMIZER_STATE:
-        raise CheckpointError(f"no NEB checkpoint layout for ASE optimizer {name}; add it to OPTIMIZER_STATE")
-    return OPTIMIZER_STATE[name]
-
-
-def _read(optimizer, field: str):
-    if field == "hessian":
-        return None if optimizer.state is None else optimizer.state.hessian
-    return getattr(optimizer, field)
-
-
-def _write(optimizer, field: str, value) -> None:
-    if field == "hessian":
-        if value is not None:
-            optimizer.update(None, None, None, None)  # with no state yet, BFGS only creates it
-            optimizer.state.hessian = value
-        return
-    setattr(optimizer, field, value)
+from driver.optimizer_state import capture_optimizer, restore_optimizer_state
 
 
 def capture(images, optimizer, energies: list[np.ndarray], max_forces: list[np.ndarray],
             model_calls: int, frames: int) -> MDState:
     """The band after `optimizer.nsteps` iterations. Fields still None are stored empty."""
-    stored = {}
-    for field in _fields(optimizer):
-        value = _read(optimizer, field)
-        stored[f"optimizer/{field}"] = np.zeros(0) if value is None else np.array(value, dtype=np.float64)
+    stored = {f"optimizer/{field}": value for field, value in capture_optimizer(optimizer).items()}
     stored["history/energies"] = np.array(energies, dtype=np.float64)
     stored["history/max_forces"] = np.array(max_forces, dtype=np.float64)
     stored["model_calls"] = np.array(model_calls, dtype=np.float64)
@@ -77,19 +44,9 @@ def restore_band(state: MDState, images) -> None:
 
 def restore_optimizer(state: MDState, optimizer) -> None:
     """Put a fresh optimizer (built as for a new run, on the restored band) back into `state`."""
-    fields = _fields(optimizer)
     stored = {key.removeprefix("optimizer/"): value for key, value in state.integrator.items()
               if key.startswith("optimizer/")}
-    if set(stored) != set(fields):
-        raise CheckpointError(f"checkpoint holds optimizer fields {sorted(stored)}, "
-                              f"{type(optimizer).__name__} needs {sorted(fields)}")
-    for field, value in stored.items():
-        if value.size == 0:
-            value = None
-        elif value.ndim == 0:
-            value = int(value) if field in INTEGER_FIELDS else float(value)
-        _write(optimizer, field, value)
-    optimizer.nsteps = state.step
+    restore_optimizer_state(stored, optimizer, state.step)
 
 
 def history(state: MDState) -> tuple[list[np.ndarray], list[np.ndarray], int]:

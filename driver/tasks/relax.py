@@ -22,6 +22,7 @@ from pydantic import Field
 from driver import interrupt
 from driver.errors import InputError, OutputError, first_line
 from driver.observers import StepObservers
+from driver.optimizer_state import capture_optimizer
 from driver.points import PointStore
 from driver.relax import Optimizer, relax
 from driver.results import TaskResult, array, scalar
@@ -90,23 +91,31 @@ def run(context) -> RelaxResult:
     spec: RelaxTask = context.spec
     atoms, writer = context.atoms, context.writer
     store = PointStore(writer)
-    first_step = 0
+    first_step, restart = 0, None
     snapshot = store.get(SNAPSHOT) if context.resume is not None else None
-    if snapshot is not None:  # --resume: the last stored structure (the optimizer starts afresh)
+    if snapshot is not None:  # --resume: the last stored structure and the optimizer's state
         atoms.set_cell(snapshot["cell"])
         atoms.set_positions(snapshot["positions"])
         first_step = int(context.resume.step)
+        restart = {key.removeprefix("optimizer/"): value for key, value in snapshot.items()
+                   if key.startswith("optimizer/")}
         log.info("%s: relaxation continues from its snapshot at step %d", context.job.name, first_step)
     energy_start = float(snapshot["energy_start_eV"]) if snapshot is not None else float(atoms.get_potential_energy())
     volume_start = float(snapshot["volume_start_A3"]) if snapshot is not None else float(atoms.get_volume())
+    # The cell filter's reference: the job's starting cell, also for a resumed relaxation.
+    orig_cell = np.array(snapshot["orig_cell"]) if snapshot is not None and "orig_cell" in snapshot else np.array(atoms.cell)
+    live: dict[str, object] = {}
+
+    def snapshot_values() -> dict[str, object]:
+        return {"positions": atoms.get_positions(), "cell": atoms.cell[:], "orig_cell": np.array(orig_cell),
+                "energy_start_eV": energy_start, "volume_start_A3": volume_start,
+                **{f"optimizer/{key}": value for key, value in capture_optimizer(live["optimizer"]).items()}}
 
     observers = StepObservers(  # `relax` tells them each step (observers.at)
         record=lambda: writer.append(observers.current, float(observers.current), atoms,
                                      {"potential_energy": float(atoms.get_potential_energy())}),
         record_every=spec.write_every,
-        checkpoint=lambda: store.put(SNAPSHOT, {"positions": atoms.get_positions(), "cell": atoms.cell[:],
-                                                "energy_start_eV": energy_start, "volume_start_A3": volume_start},
-                                     observers.current),
+        checkpoint=lambda: store.put(SNAPSHOT, snapshot_values(), observers.current),
         checkpoint_every=context.output.checkpoint_every,
         # The start is already a frame and the snapshot of a resumed relaxation: neither again.
         recorded_at=first_step if snapshot is not None else None, checkpointed_at=first_step)
@@ -114,7 +123,8 @@ def run(context) -> RelaxResult:
         outcome = relax(atoms, spec.fmax_eV_A, spec.max_steps - first_step, cell=spec.cell,
                         label=f"{context.job.name}: relaxation", optimizer=spec.optimizer,
                         pressure_GPa=spec.pressure_GPa, symmetry=spec.symmetry, observers=observers,
-                        first_step=first_step)
+                        first_step=first_step, restart=restart or None, orig_cell=orig_cell,
+                        on_start=lambda optimizer: live.update(optimizer=optimizer))
     interrupt.raise_if_requested()
     steps = first_step + outcome.steps
     if steps % spec.write_every:  # the final structure is always a frame

@@ -9,12 +9,24 @@ from pathlib import Path
 from driver.registry import ModelFamily
 
 
-def load(spec, device: str, models_dirs: list[Path]):
+def _stateless_emt():
+    """ASE's EMT with its neighbour list built afresh at every call, as a uMLIP builds its graph:
+    stock EMT updates the list only past a skin, so its forces (to round-off) depend on the
+    structures it saw before, and a resumed job could not match an uninterrupted one bit for bit."""
+    from ase.calculators.calculator import all_changes
     from ase.calculators.emt import EMT
 
+    class StatelessEMT(EMT):
+        def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
+            super().calculate(atoms, properties, all_changes)
+
+    return StatelessEMT
+
+
+def load(spec, device: str, models_dirs: list[Path]):
     from driver.models import LoadedWeights
 
-    return LoadedWeights(EMT(), "ase-emt", None)
+    return LoadedWeights(_stateless_emt()(), "ase-emt", None)
 
 
 FAMILY = ModelFamily(
@@ -34,11 +46,9 @@ def load_slow(spec, device: str, models_dirs: list[Path]):
     """EMT that takes SLOW_CALL_S per call: slow enough to be killed mid-job by the restart tests."""
     import time
 
-    from ase.calculators.emt import EMT
-
     from driver.models import LoadedWeights
 
-    class SlowEMT(EMT):
+    class SlowEMT(_stateless_emt()):
         def calculate(self, *args, **kwargs):
             time.sleep(SLOW_CALL_S)
             super().calculate(*args, **kwargs)

@@ -115,11 +115,9 @@ def test_batching_auto_decides_on_a_probe_of_the_work_and_keeps_the_faster(batch
     import logging
     import types
 
-    from driver.models import batching
-
     from ase.calculators.emt import EMT
 
-    from driver.models import LoadedWeights, ModelPotential
+    from driver.models import LoadedWeights, ModelPotential, batching
     from driver.potential import Results
     from driver.registry import ModelFamily
 

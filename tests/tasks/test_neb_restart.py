@@ -127,13 +127,13 @@ def test_sigkill_then_resume_gives_the_uninterrupted_band(tmp_path, cu_recipe, e
 
 @pytest.mark.parametrize("name", ["FIRE", "BFGS"])
 def test_every_optimizer_attribute_that_changes_is_stored(name):
-    """Fails when ASE's optimizer gains state that neb_restart.OPTIMIZER_STATE does not store."""
+    """Fails when ASE's optimizer gains state that driver.optimizer_state.OPTIMIZER_STATE does not store."""
     import copy
 
     from ase import optimize
     from ase.calculators.emt import EMT
 
-    from driver.tasks.neb_restart import OPTIMIZER_STATE
+    from driver.optimizer_state import OPTIMIZER_STATE
 
     atoms = bulk("Cu", "fcc", a=3.6, cubic=True).repeat(2)
     atoms.rattle(0.1, seed=1)
