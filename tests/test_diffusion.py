@@ -334,3 +334,82 @@ def test_two_mpi_ranks_share_the_temperatures_and_match_a_serial_study(tmp_path)
     assert "raw-T1000K" in (tmp_path / "parallel" / "logs" / "rank-1.log").read_text()  # the other rank's job
     study = json.loads((tmp_path / "parallel" / "summary.json").read_text())["diffusion_study"]
     assert study["variants"]["raw"]["temperatures_K"] == [600.0, 1000.0]  # rank 0 fitted both ranks' jobs
+
+
+def test_hops_into_sites_empty_at_the_start_are_counted():
+    """A simple-cubic lattice (2 Å) with one vacancy: atom A jumps into the vacancy and rests there,
+    then atom B jumps into A's old site. Starting sites alone see only B's hop; the site A rests on
+    is learned, so both count. Vibrations (0.1 Å) on the sites count nothing, with or without a vacancy."""
+    from driver.analysis.sites import count_hops
+
+    rng = np.random.default_rng(0)
+    grid = np.array([[i, j, k] for i in range(4) for j in range(4) for k in range(4)], dtype=float) * 2.0
+    vacancy, a, b = 0, 1, 2  # sites (0,0,0), (0,0,2), (0,0,4): A next to the vacancy, B next to A
+    start = np.delete(grid, vacancy, axis=0)  # atom i sits on grid[i + 1]
+    frames = np.repeat(start[None], 300, axis=0)
+    frames[100:, a - 1] = grid[vacancy]  # A hops at frame 100 (10 fs frames: 1 ps in, rests 2 ps)
+    frames[200:, b - 1] = grid[a]  # B into A's old site at frame 200
+    still = np.repeat(start[None], 300, axis=0) + rng.normal(0, 0.1, (300, len(start), 3))
+    frames = frames + rng.normal(0, 0.1, frames.shape)
+    cells = np.repeat(np.eye(3)[None] * 8.0, 300, axis=0)
+    assert count_hops(frames, cells).total == 1  # starting sites only
+    assert count_hops(frames, cells, frame_fs=10.0).total == 2
+    assert count_hops(still, cells, frame_fs=10.0).total == 0
+
+
+def _lattice_walkers(correlated: bool, seed: int = 0, n: int = 64, frames: int = 2000, p: float = 0.05):
+    """n walkers hopping 2 Å on a cubic lattice with probability p per 10 fs frame (D* = p a²/6Δt),
+    each on its own or all together (the same hop at the same time), in a still 8-atom host."""
+    rng = np.random.default_rng(seed)
+    grid = np.array([[i, j, k] for i in range(8) for j in range(8) for k in range(8)], float) * 2.0
+    start = grid[rng.choice(len(grid), n, replace=False)]
+    host = np.array([[i, j, k] for i in range(2) for j in range(2) for k in range(2)], float) * 8.0 + 1.0
+    moves = np.eye(3)[rng.integers(0, 3, (frames, n))] * rng.choice([-2.0, 2.0], (frames, n, 1))
+    hop = rng.random((frames, 1 if correlated else n)) < p
+    if correlated:
+        moves = np.repeat(moves[:, :1], n, axis=1)
+    path = start + np.cumsum(moves * hop[..., None], axis=0)
+    path[0] = start
+    positions = np.concatenate([path, np.repeat(host[None], frames, 0)], axis=1) + rng.normal(0, 0.1, (frames, n + 8, 3))
+    mobile = np.r_[np.ones(n, bool), np.zeros(8, bool)]
+    return np.arange(frames) * 10.0, positions, np.repeat(np.eye(3)[None] * 16.0, frames, 0), mobile
+
+
+@pytest.mark.parametrize(("correlated", "haven"), [(False, 1.0), (True, 1 / 64)])
+def test_haven_ratio_from_the_collective_msd_knows_independent_and_concerted_hops(correlated, haven):
+    """Independent walkers: D_σ = D*, H = 1. All 64 hopping together: D_σ = 64 D*, H = 1/64."""
+    estimate = estimate_diffusion(*_lattice_walkers(correlated), equilibration_fs=0.0)
+    truth = 0.05 * 2.0**2 / (6 * 10.0) * 0.1  # Å²/fs -> cm²/s
+    assert estimate.verdict == "diffusive"
+    assert estimate.interval_cm2_s[0] <= truth <= estimate.interval_cm2_s[1]
+    low, median, high = estimate.haven.quantiles(0.95)
+    assert low <= haven <= high and high / low < 2, (low, median, high)
+
+
+def test_haven_ratio_is_not_claimed_from_an_unresolved_collective_msd():
+    """8 independent walkers for 1 ps: D* is fine, the collective MSD (one walk) is not."""
+    estimate = estimate_diffusion(*_lattice_walkers(False, n=8, frames=100, p=0.3), equilibration_fs=0.0)
+    assert estimate.verdict == "diffusive" and estimate.haven.samples is None
+    assert "collective MSD known to ±" in estimate.haven.reason
+
+
+def test_the_density_stage_runs_the_study_at_each_temperatures_own_volume(tmp_path, emt_family, capsys):
+    """task.density_ps: NPT first, then the study at the stage's mean cell: EMT Cu at 1000 K runs
+    thermally expanded (the 0 K lattice constant 3.59 Å would leave it under tension)."""
+    atoms = bulk("Cu", "fcc", a=3.59, cubic=True).repeat(2)
+    task = {"species": ["Cu"], "temperatures_K": [1000], "segment_ps": 0.1, "min_ps": 0.2, "max_ps": 0.2,
+            "timestep_fs": 2.0, "density_ps": 1.0, "pdamp_fs": 200.0, "equilibration": 0}
+    recipe = _study_recipe(tmp_path, task, atoms, "emt")
+    main(["-q", "run", str(recipe)])
+    job = _results(tmp_path / "out")["raw-T1000K"]
+    start = atoms.get_volume()
+    assert job["density_volume_A3"] > 1.01 * start and job["density_volume_std_A3"] > 0
+    with h5py.File(tmp_path / "out" / "raw-T1000K.h5", "r") as f:
+        first_cell = f["particles/all/box/edges/value"][0]
+        assert abs(np.linalg.det(first_cell)) == pytest.approx(job["density_volume_A3"], rel=1e-12)
+        assert np.ptp(np.linalg.det(f["particles/all/box/edges/value"][()])) == 0  # NVT from there
+    not_periodic = atoms.copy()
+    not_periodic.pbc = [True, True, False]
+    recipe = _study_recipe(tmp_path, task, not_periodic, "emt")
+    assert main(["-q", "validate", str(recipe)]) == 2
+    assert "task.density_ps: the NPT density stage changes the cell" in capsys.readouterr().err

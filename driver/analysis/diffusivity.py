@@ -34,12 +34,29 @@ SLOPE_TOLERANCE = 0.1  # a log-log MSD slope within 1 ± this is "linear" (balli
 WINDOW_FACTOR = 10  # the fit window ends at this multiple of its start
 MIN_FRAMES = 40  # production frames below which nothing is estimated
 MIN_HOPS = 5  # total hops below which no run is diffusive, however few its mobile ions
+HAVEN_MAX_HALF_WIDTH = 0.5  # D_σ's relative half-width above which the Haven ratio is not estimated
 
 
 class Verdict(StrEnum):
     DIFFUSIVE = "diffusive"
     NOT_DIFFUSIVE = "not diffusive"
     HOST_DISORDERED = "host disordered"
+
+
+@dataclass
+class HavenRatio:
+    """H = D*/D_σ from the collective MSD of the mobile ions over the same window as D*; its
+    samples (one per pair of posterior samples) only where D_σ is known to HAVEN_MAX_HALF_WIDTH."""
+
+    collective_cm2_s: float  # D_σ, posterior median
+    collective_relative_half_width: float
+    samples: np.ndarray | None = field(repr=False, default=None)  # None: not estimated (`reason`)
+    reason: str = ""
+
+    def quantiles(self, confidence: float) -> tuple[float, float, float] | None:
+        from driver.analysis.arrhenius import interval
+
+        return interval(self.samples, confidence) if self.samples is not None else None
 
 
 @dataclass
@@ -59,6 +76,7 @@ class DiffusionEstimate:
     lags_fs: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))  # production MSD, for plots
     msd_A2: np.ndarray = field(repr=False, default_factory=lambda: np.zeros(0))
     samples_cm2_s: np.ndarray | None = field(repr=False, default=None)
+    haven: HavenRatio | None = None  # diffusive runs only
 
     @property
     def relative_half_width(self) -> float | None:
@@ -117,7 +135,8 @@ def estimate_diffusion(times_fs: np.ndarray, positions_A: np.ndarray, cells_A: n
     times = np.asarray(times_fs, dtype=float)
     unwrapped = unwrap(np.asarray(positions_A, dtype=float), np.asarray(cells_A, dtype=float))
     host = ~mobile if (~mobile).any() else np.ones_like(mobile)
-    hops = count_hops(unwrapped[:, mobile], cells_A)
+    frame_fs = float(np.median(np.diff(times))) if len(times) > 1 else None
+    hops = count_hops(unwrapped[:, mobile], cells_A, frame_fs)
     host_fraction = host_site_fraction(unwrapped[:, host], cells_A)
     cut = _equilibration_index(times, [energy, volume], equilibration_fs)
     production, cells, t = unwrapped[cut:], np.asarray(cells_A)[cut:], times[cut:]
@@ -162,6 +181,24 @@ def estimate_diffusion(times_fs: np.ndarray, positions_A: np.ndarray, cells_A: n
     stop = min(half, max(WINDOW_FACTOR * start, start + 10))
     posterior = diffusivity_posterior(production, cells, frame_fs, mobile, start, stop, seed)
     low, median, high = posterior.quantiles(confidence)
+    haven = None
+    if verdict is Verdict.DIFFUSIVE:
+        collective = diffusivity_posterior(production, cells, frame_fs, mobile, start, stop, seed, collective=True)
+        haven = haven_ratio(posterior.samples_cm2_s, collective.samples_cm2_s, confidence)
     return DiffusionEstimate(verdict, reason, diffusivity_cm2_s=median, interval_cm2_s=(low, high),
                              upper_bound_cm2_s=None, window_fs=(start * frame_fs, stop * frame_fs),
-                             samples_cm2_s=posterior.samples_cm2_s, **base)
+                             samples_cm2_s=posterior.samples_cm2_s, haven=haven, **base)
+
+
+def haven_ratio(tracer_samples: np.ndarray, collective_samples: np.ndarray, confidence: float) -> HavenRatio:
+    """H = D*/D_σ sample by sample (the two posteriors are independent), where D_σ is resolved:
+    the collective MSD of N ions is one walk, not N, so it needs a long run to pin down."""
+    from driver.analysis.arrhenius import interval
+
+    low, median, high = interval(collective_samples, confidence)
+    width = (high - low) / 2 / median if median > 0 else math.inf
+    if width > HAVEN_MAX_HALF_WIDTH or low <= 0:
+        return HavenRatio(median, width, None, f"D_σ from the collective MSD known to ±{width:.0%} only "
+                                               f"(needs ±{HAVEN_MAX_HALF_WIDTH:.0%})")
+    n = min(len(tracer_samples), len(collective_samples))
+    return HavenRatio(median, width, np.asarray(tracer_samples[:n]) / np.asarray(collective_samples[:n]))

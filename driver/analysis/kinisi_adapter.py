@@ -41,10 +41,12 @@ class DiffusivityPosterior:
 
 def diffusivity_posterior(positions_A: np.ndarray, cells_A: np.ndarray, frame_interval_fs: float,
                           mobile: np.ndarray, start_frames: int, stop_frames: int, seed: int,
-                          max_lags: int = DEFAULT_MAX_LAGS) -> DiffusivityPosterior:
+                          max_lags: int = DEFAULT_MAX_LAGS, collective: bool = False) -> DiffusivityPosterior:
     """D* of the atoms in `mobile` (a boolean mask) from frames (F, N, 3) and cells (F, 3, 3),
     fitted over lags start_frames..stop_frames (in frame intervals); the other atoms (if any)
-    define the frame whose drift is removed. Seeded: the same data give the same samples."""
+    define the frame whose drift is removed. Seeded: the same data give the same samples.
+    `collective`: D_σ instead, from the MSD of the mobile atoms' summed displacement over their
+    number (kinisi's mean-squared total displacement): D*/D_σ is the Haven ratio."""
     import scipp as sc
     from kinisi.diffusion_analyzer import DiffusionAnalyzer
     from kinisi.parser import Parser
@@ -68,7 +70,7 @@ def diffusivity_posterior(positions_A: np.ndarray, cells_A: np.ndarray, frame_in
         drift_indices=sc.array(dims=["particle"], values=np.flatnonzero(~mobile)),
     )
     analyzer = DiffusionAnalyzer(parser)
-    analyzer._dg = _msd_statistics(parser, lags)
+    analyzer._dg = _msd_statistics(parser, lags, collective)
     analyzer.diffusion(sc.scalar(float(lags[0] * frame_interval_fs), unit="fs"), progress=False,
                        random_state=np.random.RandomState(seed))
     msd = analyzer.msd
@@ -76,9 +78,11 @@ def diffusivity_posterior(positions_A: np.ndarray, cells_A: np.ndarray, frame_in
                                 np.asarray(analyzer.dt.values, dtype=float), np.asarray(msd.values, dtype=float))
 
 
-def _msd_statistics(parser, lags: np.ndarray):
+def _msd_statistics(parser, lags: np.ndarray, collective: bool = False):
     """kinisi's MSD data group (as `kinisi.displacement.calculate_msd` builds it) with the number
-    of independent samples at lag k counted from the whole run: particles x frames / k."""
+    of independent samples at lag k counted from the whole run: particles x frames / k. With
+    `collective`, the squared summed displacement over the particle count (kinisi's
+    `calculate_mstd` with one system particle): one sample per k frames."""
     import scipp as sc
 
     displacements = parser.displacements  # (obs, particle, dimension), cumulative from the start
@@ -87,8 +91,12 @@ def _msd_statistics(parser, lags: np.ndarray):
     msd, variance, samples = [], [], []
     for lag in lags:
         steps = np.concatenate([values[lag - 1:lag], values[lag:] - values[:-lag]])
-        squared = np.sum(steps**2, axis=-1).ravel()
-        count = n_particles * n_obs / lag
+        if collective:
+            squared = np.sum(steps.sum(axis=1) ** 2, axis=-1) / n_particles
+            count = n_obs / lag
+        else:
+            squared = np.sum(steps**2, axis=-1).ravel()
+            count = n_particles * n_obs / lag
         msd.append(squared.mean())
         variance.append(squared.var(ddof=1) / count)
         samples.append(count)

@@ -118,12 +118,18 @@ class ArrheniusPoint:
 
 
 def plot_arrhenius(path: Path, points: list[ArrheniusPoint], fits: dict[str, ArrheniusPosterior],
-                   confidence: float, extend_to_K: float | None = None) -> Path:
+                   confidence: float, extend_to_K: float | None = None,
+                   upper_bounds: list[tuple[str, float, float]] = ()) -> Path:
     """D against 1000/T with each point's interval, each series' fit with its band (out to
-    `extend_to_K`, e.g. room temperature, where given)."""
+    `extend_to_K`, e.g. room temperature, where given), and the upper bounds of temperatures that
+    were not diffusive ((series, T, bound) as open downward triangles: D is below them, not at them)."""
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.8, 4.2), dpi=110)
     markers = {"raw": "o", "corrected": "s"}
+    for series in sorted({s for s, _, _ in upper_bounds}):
+        mine = [(t, bound) for s, t, bound in upper_bounds if s == series]
+        axis.plot([1000 / t for t, _ in mine], [bound for _, bound in mine], "v", markerfacecolor="none",
+                  markersize=8, label=f"{series}: not diffusive, D below")
     for series in sorted({p.series for p in points}):
         mine = sorted((p for p in points if p.series == series), key=lambda p: p.temperature_K)
         x = np.array([1000 / p.temperature_K for p in mine])

@@ -3,9 +3,12 @@ sites at all. These are the quality gates of a diffusivity: MSD growth without h
 (or drift), and a host that has lost its sites has melted or amorphised, so its "D" belongs to a
 liquid, not to the crystal the study is about.
 
-Sites are the starting positions (fractional, so they follow the cell under NPT). An atom sits on
-the nearest site when it is within CAPTURE_FRACTION of the site spacing (`site_spacing`); between sites it
-keeps its last assignment, so a vibration across the midpoint is not a hop.
+Sites are the starting positions (fractional, so they follow the cell under NPT), and the places
+atoms come to rest later that no starting site covers (a vacancy's site, the empty half of a
+half-occupied sublattice such as an argyrodite's Li 48h): a jump into a site empty at the start is
+a hop like any other. An atom sits on the nearest site when it is within CAPTURE_FRACTION of the
+site spacing (`site_spacing`); between sites it keeps its last assignment, so a vibration across
+the midpoint is not a hop.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import numpy as np
 
 CAPTURE_FRACTION = 0.35  # of the spacing between sites (thermal RMS stays below ~0.2 in a solid)
 HOST_ORDERED_FRACTION = 0.6  # a crystal keeps most atoms near a site; a liquid ~0.25-0.35 at this radius
+REST_FS = 100.0  # an atom rests on a site when its mean over this long stays put (vibrations average out)
+REST_MIN_FRAMES = 4  # frames a resting place is averaged over, at least
 
 
 def _distances(points_frac: np.ndarray, sites_frac: np.ndarray, cell: np.ndarray, block: int = 64) -> np.ndarray:
@@ -60,25 +65,49 @@ class Hops:
     spacing_A: float
 
 
-def count_hops(positions_A: np.ndarray, cells_A: np.ndarray, max_frames: int = 2000) -> Hops:
-    """Site-to-site jumps of the atoms in `positions_A` (F, N, 3) among their own starting sites
-    (frame 0), counted over at most `max_frames` evenly spaced frames."""
+def count_hops(positions_A: np.ndarray, cells_A: np.ndarray, frame_fs: float | None = None,
+               max_frames: int = 2000) -> Hops:
+    """Site-to-site jumps of the atoms in `positions_A` (F, N, 3) among their starting sites
+    (frame 0) and the sites they come to rest on later, counted over at most `max_frames` evenly
+    spaced frames. A site empty at the start (a vacancy's, the other half of a half-occupied
+    sublattice) is learned when an atom rests there: its mean position over REST_FS (`frame_fs`
+    apart frames, at least REST_MIN_FRAMES of them) stays within half the capture radius, and lies
+    two capture radii or more from every known site (so that capture radii never overlap). Without `frame_fs`, only starting sites count."""
     n_frames, n_atoms = positions_A.shape[:2]
     sites = _fractional(positions_A[0], cells_A[0])
     spacing = site_spacing(sites, cells_A[0])
     if not np.isfinite(spacing):
         return Hops(0, 0.0, spacing)
     capture = CAPTURE_FRACTION * spacing
+    frames = np.unique(np.linspace(0, n_frames - 1, min(n_frames, max_frames)).astype(int))
+    stride_fs = None if frame_fs is None or len(frames) < 2 else frame_fs * float(np.median(np.diff(frames)))
+    block = max(1, round(REST_FS / stride_fs)) if stride_fs else 0
+    learn = block >= REST_MIN_FRAMES
     current = np.arange(n_atoms)
     total = 0
-    for f in np.unique(np.linspace(0, n_frames - 1, min(n_frames, max_frames)).astype(int)):
-        distances = _distances(_fractional(positions_A[f], cells_A[f]), sites, cells_A[f])
-        nearest = np.argmin(distances, axis=1)
-        settled = distances[np.arange(n_atoms), nearest] < capture
-        moved = settled & (nearest != current)
-        total += int(moved.sum())
-        current = np.where(settled, nearest, current)
+    for start in range(0, len(frames), block if learn else len(frames)):
+        chunk = frames[start:start + block] if learn else frames
+        if learn and len(chunk) >= REST_MIN_FRAMES:
+            sites = _learn_sites(positions_A[chunk], cells_A[chunk[len(chunk) // 2]], sites, capture)
+        for f in chunk:
+            distances = _distances(_fractional(positions_A[f], cells_A[f]), sites, cells_A[f])
+            nearest = np.argmin(distances, axis=1)
+            settled = distances[np.arange(n_atoms), nearest] < capture
+            moved = settled & (nearest != current)
+            total += int(moved.sum())
+            current = np.where(settled, nearest, current)
     return Hops(total, total / n_atoms, spacing)
+
+
+def _learn_sites(block_A: np.ndarray, cell: np.ndarray, sites: np.ndarray, capture: float) -> np.ndarray:
+    """`sites` with the resting places of this block (B, N, 3) that no known site captures."""
+    mean = block_A.mean(axis=0)
+    spread = np.sqrt(np.mean(np.sum((block_A - mean) ** 2, axis=-1), axis=0))
+    for atom in np.flatnonzero(spread < capture / 2):
+        place = _fractional(mean[atom], cell) % 1.0
+        if _distances(place[None, :], sites, cell).min() >= 2 * capture:  # capture radii never overlap
+            sites = np.vstack([sites, place])
+    return sites
 
 
 def host_site_fraction(positions_A: np.ndarray, cells_A: np.ndarray, last_frames: int = 10,

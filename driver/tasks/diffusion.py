@@ -27,8 +27,10 @@ from driver.analysis.diffusivity import DiffusionEstimate, Verdict, estimate_dif
 from driver.ensembles import ENSEMBLES
 from driver.errors import InputError
 from driver.jobs import Job
+from driver.results import ABSENT
 from driver.schema import Float, Strict, bounded
 from driver.tasks import JobRunner, Task
+from driver.tasks.density import equilibrate_density
 from driver.tasks.diffusion_result import DiffusionResult, StudyState
 from driver.tasks.md import (
     MDIntegration,
@@ -62,17 +64,21 @@ class DiffusionTask(MDIntegration):
     temperatures_K: list[Float] = Field(min_length=1, description="one job per temperature (and variant)")
     equilibration: Literal["auto"] | bounded(ge=0, le=MAX_PS, unit="ps") = Field(
         "auto", description="discarded from each job's start: detected from the energy (and volume) series, or a time")
-    target: Target = Field(default_factory=Target)
+    target: Target = Field(default_factory=Target, description="the precision of D at which a temperature is done")
     segment_ps: bounded(gt=0, le=MAX_PS, unit="ps") = Field(10.0, description="a job grows by this much at a time")
     min_ps: bounded(gt=0, le=MAX_PS, unit="ps") = Field(20.0, description="every job runs at least this long")
     max_ps: bounded(gt=0, le=MAX_PS, unit="ps") = Field(1000.0, description="a job stops here, target reached or not")
     wall_hours: bounded(gt=0, le=10**5, unit="h") | None = Field(
         None, description="wall-time budget of each rank's share of the study; --resume may raise it")
-    room_temperature_K: bounded(gt=0, le=MAX_TEMPERATURE_K, unit="K") = 300.0
+    room_temperature_K: bounded(gt=0, le=MAX_TEMPERATURE_K, unit="K") = Field(
+        300.0, description="temperature the Arrhenius fit extrapolates D and σ to")
     min_hops_per_ion: bounded(ge=0, le=10**4) = Field(
         1.0, description="site-to-site hops per mobile ion below which a run is not diffusive")
     charges: dict[str, Float] | None = Field(
         None, description="ionic charges (e) for σ; default: pymatgen's charge-balanced guess")
+    density_ps: bounded(gt=0, le=MAX_PS, unit="ps") | None = Field(
+        None, description="before each temperature's first segment: this long NPT (Berendsen, at pressure_GPa), "
+        "then the cell set to its mean over the second half; the study runs in `ensemble` at that density")
 
     @field_validator("species")
     @classmethod
@@ -109,6 +115,17 @@ class DiffusionTask(MDIntegration):
         return sorted({min(first + k * every, last) for k in range(0, (last - first) // every + 2)})
 
 
+DENSITY_GROUP = "parameters/density_stage"  # the NPT stage's mean volume and fluctuation (task.density_ps)
+
+
+def _density_stage(file) -> tuple[float, float]:
+    """The density stage's (volume, fluctuation) stored in the job file, or ABSENT twice."""
+    group = file.get(DENSITY_GROUP)
+    if group is None or "volume_A3" not in group.attrs:
+        return ABSENT, ABSENT
+    return float(group.attrs["volume_A3"]), float(group.attrs["volume_std_A3"])
+
+
 def _stored(file) -> DiffusionResult | None:
     group = file.get(f"results/{DiffusionResult.kind}")
     return DiffusionResult.from_h5(group) if group is not None else None
@@ -141,6 +158,19 @@ def _estimate(writer, mobile: np.ndarray, spec: DiffusionTask) -> tuple[Diffusio
     return estimate, float(np.mean(writer.series("temperature"))), mean_volume
 
 
+def _haven_fields(estimate: DiffusionEstimate, confidence: float) -> dict[str, object]:
+    """The result's Haven-ratio fields: H with its interval where the collective MSD resolves D_σ."""
+    haven = estimate.haven
+    if haven is None:
+        return {"collective_diffusivity_cm2_s": None, "haven_ratio": None, "haven_low": None, "haven_high": None,
+                "haven_note": "not diffusive: no Haven ratio", "haven_samples": np.zeros(0)}
+    quantiles = haven.quantiles(confidence)
+    low, median, high = quantiles if quantiles is not None else (None, None, None)
+    return {"collective_diffusivity_cm2_s": haven.collective_cm2_s, "haven_ratio": median, "haven_low": low,
+            "haven_high": high, "haven_note": haven.reason,
+            "haven_samples": haven.samples if haven.samples is not None else np.zeros(0)}
+
+
 def _state(estimate: DiffusionEstimate, spec: DiffusionTask, step: int) -> str:
     if estimate.verdict is Verdict.HOST_DISORDERED:
         return StudyState.HOST_DISORDERED
@@ -169,9 +199,12 @@ class DiffusionTaskKind(Task[DiffusionTask, DiffusionResult]):
             raise InputError(f"{structure.file}: task.species: {missing} not in the structure "
                              f"(it has {sorted(present)})")
         check_cell_can_move(spec.ensemble, atoms)
+        if spec.density_ps is not None and not atoms.pbc.all():
+            raise InputError(f"{structure.file}: task.density_ps: the NPT density stage changes the cell; the "
+                             f"structure is not periodic in all three directions (pbc {atoms.pbc.tolist()})")
 
     def needs_stress(self, spec: DiffusionTask) -> bool:
-        return ENSEMBLES[spec.ensemble].moves_cell
+        return ENSEMBLES[spec.ensemble].moves_cell or spec.density_ps is not None
 
     def resume_state(self, file, spec: DiffusionTask):
         from driver.checkpoint import read_latest
@@ -186,8 +219,17 @@ class DiffusionTaskKind(Task[DiffusionTask, DiffusionResult]):
         previous = _stored(context.writer.file)
         step = context.resume.step if context.resume is not None else 0
         end = next_segment_end(spec, step, previous.analysed_step if previous else None)
+        density = _density_stage(context.writer.file)
         if context.resume is None:
             initialize_velocities(context.atoms, temperature, spec.seed)
+            if spec.density_ps is not None:
+                stage = equilibrate_density(context.atoms, spec, temperature, context.job.name)
+                density = (stage.volume_A3, stage.volume_std_A3)
+                # kept beside the trajectory: a job killed before its first result resumes from a
+                # checkpoint taken after the stage and must still report it
+                context.writer.write_attributes(DENSITY_GROUP, {"volume_A3": density[0], "volume_std_A3": density[1]})
+                log.info("%s: density stage %g ps NPT: volume %.2f -> %.2f ± %.2f Å³", context.job.name,
+                         spec.density_ps, stage.start_volume_A3, stage.volume_A3, stage.volume_std_A3)
         md = MDTask(kind="md", steps=end, temperature_K=temperature, **spec.integration())
         started = time.perf_counter()
         run_md(context.atoms, md, temperature, context.writer, context.output.write_every, context.job.name,
@@ -216,7 +258,8 @@ class DiffusionTaskKind(Task[DiffusionTask, DiffusionResult]):
             simulated_ps=simulated_ps, analysed_step=end,
             md_wall_time_s=(previous.md_wall_time_s if previous is not None else 0.0) + md_wall,
             mean_temperature_K=mean_t, mean_volume_A3=mean_volume, room_temperature_K=spec.room_temperature_K,
-            charge_e=_charge(spec, context.atoms),
+            charge_e=_charge(spec, context.atoms), **_haven_fields(estimate, spec.target.confidence),
+            density_volume_A3=density[0], density_volume_std_A3=density[1],
             diffusivity_samples_cm2_s=estimate.samples_cm2_s if estimate.samples_cm2_s is not None else np.zeros(0),
             msd_lags_ps=estimate.lags_fs / 1000, msd_A2=estimate.msd_A2,
             history_ps=np.array([history_ps[i] for i in keep] + [simulated_ps]),

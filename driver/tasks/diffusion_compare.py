@@ -30,6 +30,11 @@ def _d_text(t: Temperature) -> str:
     return diffusivity_cell(r.diffusivity_cm2_s, interval, r.verdict, r.upper_bound_cm2_s)
 
 
+def _haven_text(t: Temperature) -> str:
+    r = t.result
+    return "–" if r.haven_ratio is None else f"{r.haven_ratio:.2f} [{r.haven_low:.2f}, {r.haven_high:.2f}]"
+
+
 def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> CompareSection:
     study = read_study(options.out_dir, [job.entry for job in jobs])
     section = CompareSection()
@@ -42,11 +47,11 @@ def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> Compare
              f"{t.result.hops} ({t.result.hops_per_ion:.2g}/ion)", f"{t.result.host_site_fraction:.0%}",
              f"{t.result.equilibration_ps:g}",
              "–" if t.result.window_start_ps is None else f"{t.result.window_start_ps:g}–{t.result.window_stop_ps:g}",
-             t.result.state] for t in study]
+             _haven_text(t), t.result.state] for t in study]
     section.tables.append(
         f"Diffusion study: tracer D of {', '.join(study[0].result.species)} ({confidence:.0%} intervals)\n"
         + markdown_table(["job", "variant", "T (K)", "simulated (ps)", "D (cm²/s)", "± (rel.)", "target", "hops",
-                          "host on sites", "equilibration (ps)", "fit window (ps)", "state"], rows))
+                          "host on sites", "equilibration (ps)", "fit window (ps)", "Haven H", "state"], rows))
     block, fits = analyse_study(study, softening_scale_of(jobs))
     fit_rows = []
     for variant, v in block["variants"].items():
@@ -64,7 +69,8 @@ def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> Compare
             + markdown_table(["variant", "T (K)", "Ea (eV)", "D0 (cm²/s)", f"D({room:g} K) (cm²/s)",
                               f"σ({room:g} K) (S/cm)", "χ² p"], fit_rows))
     section.relations += study_lines(block)
-    section.notes.append(HAVEN_NOTE)
+    section.notes += list(dict.fromkeys(str(v.get("conductivity_note") or HAVEN_NOTE)
+                                        for v in block["variants"].values()))
     section.notes += [f"{t.job}: {t.result.verdict}: {t.result.reason}" for t in study if t.result.reason]
     if options.plots:
         section.plots = _plots(study, fits, options)
@@ -96,7 +102,9 @@ def _plots(study: list[Temperature], fits: dict, options: CompareOptions) -> lis
     points = [figures.ArrheniusPoint(t.variant, t.temperature_K, t.result.interval_low_cm2_s,
                                      t.result.diffusivity_cm2_s, t.result.interval_high_cm2_s)
               for t in study if t.usable]
-    if points:
+    bounds = [(t.variant, t.temperature_K, t.result.upper_bound_cm2_s) for t in study
+              if not t.usable and t.result.upper_bound_cm2_s is not None]
+    if points or bounds:
         made.append(figures.plot_arrhenius(out / "compare_diffusion_arrhenius.png", points, fits, confidence,
-                                           extend_to_K=study[0].result.room_temperature_K))
+                                           extend_to_K=study[0].result.room_temperature_K, upper_bounds=bounds))
     return made

@@ -53,11 +53,20 @@ class DiffusionResult(TaskResult):
     mean_volume_A3: float = scalar("Angstrom3")
     room_temperature_K: float = scalar("K")  # where the study extrapolates to
     charge_e: float | None = scalar("e")  # of the one mobile species, for σ (None: several, or neutral)
+    collective_diffusivity_cm2_s: float | None = scalar("cm2 s-1")  # D_σ from the collective MSD (diffusive runs)
+    haven_ratio: float | None = scalar()  # D*/D_σ, posterior median, where D_σ is resolved
+    haven_low: float | None = scalar()
+    haven_high: float | None = scalar()
+    haven_note: str = scalar()  # why H was not estimated (empty where it was)
+    # task.density_ps only: the NPT stage's mean volume and its fluctuation (absent without the stage)
+    density_volume_A3: float = scalar("Angstrom3", optional=True)
+    density_volume_std_A3: float = scalar("Angstrom3", optional=True)
     diffusivity_samples_cm2_s: np.ndarray | None = array("cm2 s-1")
     msd_lags_ps: np.ndarray | None = array("ps")
     msd_A2: np.ndarray | None = array("Angstrom2")
     history_ps: np.ndarray | None = array("ps")  # simulated time at each segment's end
     history_relative_half_width: np.ndarray | None = array(None)  # NaN where not diffusive
+    haven_samples: np.ndarray | None = array(None)  # of H, for σ; empty where not estimated
 
     def status(self) -> JobStatus:
         return {StudyState.RUNNING: JobStatus.RUNNING, StudyState.CONVERGED: JobStatus.COMPLETED,

@@ -38,8 +38,15 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-HAVEN_NOTE = ("σ by Nernst–Einstein with Haven ratio 1 (ion motions uncorrelated; the collective MSD is "
-              "not estimated), n from the mean volume of the lowest temperature")
+HAVEN_NOTE = ("σ by Nernst–Einstein with Haven ratio 1 (ion motions assumed uncorrelated: the collective "
+              "MSD does not resolve D_σ), n from the mean volume of the lowest temperature")
+
+
+def haven_note(temperature_K: float, haven: dict[str, float]) -> str:
+    """σ's note where the Haven ratio was measured."""
+    return (f"σ by Nernst–Einstein over the Haven ratio H = {haven['median']:.2f} [{haven['low']:.2f}, "
+            f"{haven['high']:.2f}] measured at {temperature_K:g} K from the collective MSD (taken as "
+            "independent of T), n from the mean volume of that temperature")
 
 
 # The schedule
@@ -184,11 +191,20 @@ def _variant_block(temperatures: list[Temperature], confidence: float) -> tuple[
     block["arrhenius"]["resolved"] = block["arrhenius"]["activation_energy_eV"]["low"] > 0
     block["room_temperature_K"] = room
     block["diffusivity_room_cm2_s"] = _triple(d_room, confidence)
-    coldest = min(usable, key=lambda t: t.temperature_K).result
+    coldest_temperature = min(usable, key=lambda t: t.temperature_K)
+    coldest = coldest_temperature.result
     if coldest.charge_e:
         sigma = nernst_einstein_S_cm(d_room, coldest.n_mobile, coldest.mean_volume_A3, coldest.charge_e, room)
+        haven = coldest.haven_samples
+        if haven is not None and len(haven):  # measured at the temperature nearest room temperature
+            n = min(len(sigma), len(haven))
+            sigma = sigma[:n] / np.resize(haven, n)
+            block["haven_ratio"] = _triple(haven, confidence)
+            block["conductivity_note"] = haven_note(coldest_temperature.temperature_K, block["haven_ratio"])
+        else:
+            block["haven_ratio"] = None
+            block["conductivity_note"] = f"{HAVEN_NOTE} ({coldest.haven_note})" if coldest.haven_note else HAVEN_NOTE
         block["conductivity_room_S_cm"] = _triple(sigma, confidence)
-        block["conductivity_note"] = HAVEN_NOTE
     else:
         block["conductivity_room_S_cm"] = None
         block["conductivity_note"] = "no σ: several mobile species, or a neutral one"
