@@ -33,15 +33,22 @@ BUILTIN_SPECS = tuple(task.spec for task in tasks().values())
 Task = _task_union(BUILTIN_SPECS)  # the built-in kinds
 
 
+TASK_DESCRIPTION = "what to compute: one task section, chosen by its `kind`"
+
+
 class Recipe(Strict):
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    structure: StructureSpec
-    model: ModelSpec
-    correction: CorrectionSpec | None = None
-    compare: Bool = False
-    task: Task
-    output: OutputSpec = OutputSpec()
-    run: RunSpec = RunSpec()
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$",
+                      description="run name (letters, digits, _ . -); the default output folder is runs/<name>")
+    structure: StructureSpec = Field(description="the starting structure")
+    model: ModelSpec = Field(description="the uMLIP: family, weights, device and precision")
+    correction: CorrectionSpec | None = Field(
+        None, description="the softening correction; null: only the raw model runs")
+    compare: Bool = Field(False, description="run the raw model beside the corrected one and compare them "
+                          "(needs correction); false: the corrected model only")
+    task: Task = Field(description=TASK_DESCRIPTION)
+    output: OutputSpec = Field(OutputSpec(), description="where and how results are written")
+    run: RunSpec = Field(RunSpec(), description="how the jobs are executed (MD replica batching, structures "
+                         "shared over MPI ranks)")
 
     @model_validator(mode="after")
     def _compare_needs_correction(self) -> Recipe:
@@ -98,7 +105,8 @@ def recipe_schema() -> type[Recipe]:
     if specs == BUILTIN_SPECS:
         return Recipe
     if specs not in _SCHEMAS:
-        _SCHEMAS[specs] = create_model("Recipe", __base__=Recipe, task=(_task_union(specs), ...))
+        _SCHEMAS[specs] = create_model("Recipe", __base__=Recipe,
+                                      task=(_task_union(specs), Field(description=TASK_DESCRIPTION)))
     return _SCHEMAS[specs]
 
 

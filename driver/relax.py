@@ -14,6 +14,7 @@ import numpy as np
 from ase import Atoms, units
 from ase.filters import FrechetCellFilter
 from ase.optimize import BFGS, FIRE, LBFGS
+from pydantic import Field
 
 from driver.observers import StepObservers
 from driver.optimizer_state import restore_optimizer_state
@@ -30,16 +31,19 @@ Optimizer = Literal["fire", "bfgs", "lbfgs"]
 class RelaxSpec(Strict):
     """Relaxation of positions (cell fixed) before dynamics."""
 
-    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.05
-    max_steps: bounded(int, ge=1, le=10**7) = 200
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = Field(0.05, description="converged when every force is below this")
+    max_steps: bounded(int, ge=1, le=10**7) = Field(
+        200, description="FIRE steps at most; unconverged, MD starts from the last structure")
 
 
 class CellRelaxSpec(Strict):
     """Relaxation of positions and, by default, the cell (FIRE on ASE's FrechetCellFilter)."""
 
-    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.01
-    max_steps: bounded(int, ge=1, le=10**7) = 500
-    relax_cell: Bool = True
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = Field(
+        0.01, description="converged when every force (and, with relax_cell, the cell's stress x volume) is below this")
+    max_steps: bounded(int, ge=1, le=10**7) = Field(
+        500, description="FIRE steps at most; unconverged, the task goes on from the last structure")
+    relax_cell: Bool = Field(True, description="relax the cell too (ASE's FrechetCellFilter); false: positions only")
 
 
 @dataclass(frozen=True)

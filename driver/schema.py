@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
+from pydantic import AfterValidator, BaseModel, ConfigDict, GetJsonSchemaHandler, ValidationInfo
 from pydantic import Strict as StrictType
 
 log = logging.getLogger("driver.recipe")
@@ -47,6 +48,32 @@ def _number(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 
+@dataclass(frozen=True)
+class _BoundsInSchema:
+    """A bounded field's limits in the recipe's JSON schema (`Recipe.model_json_schema()`), so that
+    the generated reference (docs/generate.py) states the bounds the validator enforces."""
+
+    gt: float | None
+    ge: float | None
+    le: float | None
+    unit: str
+    warn_below: float | None
+    warn_above: float | None
+    why: str
+
+    def __get_pydantic_json_schema__(self, core_schema: Any, handler: GetJsonSchemaHandler) -> dict:
+        schema = handler(core_schema)
+        for key, value in (("exclusiveMinimum", self.gt), ("minimum", self.ge), ("maximum", self.le),
+                           ("x-usual-min", self.warn_below), ("x-usual-max", self.warn_above)):
+            if value is not None:
+                schema[key] = value
+        if self.unit:
+            schema["x-unit"] = self.unit
+        if self.why:
+            schema["x-usual-why"] = self.why
+        return schema
+
+
 def bounded(kind: type = float, *, gt: float | None = None, ge: float | None = None, le: float | None = None,
             unit: str = "", warn_below: float | None = None, warn_above: float | None = None, why: str = ""):
     """A strict number within physical or practical bounds. A value outside is refused with the
@@ -73,4 +100,5 @@ def bounded(kind: type = float, *, gt: float | None = None, ge: float | None = N
                 log.warning("warning: %s", warning)
         return value
 
-    return Annotated[kind, StrictType(), AfterValidator(check)]
+    return Annotated[kind, StrictType(), AfterValidator(check),
+                     _BoundsInSchema(gt, ge, le, unit, warn_below, warn_above, why)]

@@ -20,9 +20,10 @@ MAX_ATOMS = 20_000  # structure.max_atoms's default: beyond it a run on CPU take
 class StructureSpec(Strict):
     """The starting structure: any file ASE reads, optionally repeated into a supercell."""
 
-    file: str
+    file: str = Field(description="structure file in any format ASE reads; a relative path is from the recipe's folder")
     index: Int = Field(-1, description="frame to take from a multi-frame file")
-    supercell: tuple[Int, Int, Int] | None = None
+    supercell: tuple[Int, Int, Int] | None = Field(
+        None, description="repeat the cell [na, nb, nc] times along its vectors (ASE's repeat); null: as read")
     max_atoms: bounded(int, ge=1, le=10**7) = Field(
         MAX_ATOMS, description="refuse a structure (after `supercell`) or a phonon supercell with more atoms; "
         "raise it on purpose for a larger one")
@@ -45,15 +46,17 @@ class StructureSpec(Strict):
 class ModelSpec(Strict):
     """Which uMLIP to load, from where, on which device and in which precision."""
 
-    name: str
+    name: str = Field(description="model family, one of those registered (built in: chgnet, m3gnet, mace-mp-0)")
     variant: str | None = Field(
         None,
         description="chgnet version (0.3.0), matgl model name, or MACE-MP size (small, medium, ...)",
     )
     checkpoint: str | None = Field(None, description="fine-tuned weights file or folder")
     models_dir: str | None = Field(None, description="folder holding model weights")
-    device: str = "auto"
-    dtype: Literal["float32", "float64"] = "float32"
+    device: str = Field("auto", description="torch device: cpu, cuda, cuda:N, or auto (GPU local rank mod GPU count "
+                        "where torch sees a GPU, else cpu)")
+    dtype: Literal["float32", "float64"] = Field("float32", description="precision the model runs in "
+                                                  "(chgnet: float32 only)")
 
     @field_validator("name")
     @classmethod
@@ -88,8 +91,11 @@ class CorrectionSpec(Strict):
     """The softening correction: a scale given inline, or a file written by `driver fit`."""
 
     scale: bounded(gt=0, le=MAX_SOFTENING_SCALE, warn_below=0.3, warn_above=1.5,
-                   why="fitted scales of uMLIPs lie near 0.6-1.0") | None = None
-    file: str | None = None
+                   why="fitted scales of uMLIPs lie near 0.6-1.0") | None = Field(
+        None, description="softening scale s given inline: E' = E0 + (E - E0)/s, forces and stress / s; "
+        "exactly one of scale and file")
+    file: str | None = Field(None, description="correction file written by `driver fit` (its softening_scale, "
+                             "checked against the model); exactly one of scale and file")
 
     @field_validator("file")
     @classmethod
@@ -110,9 +116,10 @@ class OutputSpec(Strict):
     write_every: bounded(int, ge=1, le=10**9) = Field(10, description="MD steps between stored frames")
     flush_every: bounded(int, ge=1, le=10**6) = Field(10, description="stored frames between flushes to disk")
     checkpoint_every: bounded(int, ge=1, le=10**9) = Field(100, description="MD steps between restart checkpoints (driver run --resume)")
-    compression: Literal["gzip", "lzf"] | None = None
-    forces: Bool = True
-    velocities: Bool = True
+    compression: Literal["gzip", "lzf"] | None = Field(
+        None, description="HDF5 compression of the stored series (gzip smaller, lzf faster); null: uncompressed")
+    forces: Bool = Field(True, description="store per-atom forces with every trajectory frame")
+    velocities: Bool = Field(True, description="store per-atom velocities with every trajectory frame")
     trajectory: Bool = Field(True, description="false: MD stores observables only, no position/velocity/force "
                              "frames after the first (the start); checkpoints still allow --resume")
     magmoms: Bool = Field(False, description="store per-atom magnetic moments with every frame (CHGNet predicts "

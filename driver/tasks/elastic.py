@@ -43,8 +43,10 @@ class ElasticTask(Strict):
     normal_strains: list[Strain] = Field([-0.01, -0.005, 0.005, 0.01], description="strains along each axis")
     shear_strains: list[Strain] = Field([-0.01, -0.005, 0.005, 0.01], description="shear deformations")
     relax_ions: Bool = Field(True, description="relax the ions in each strained cell (the relaxed-ion tensor)")
-    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.005
-    max_steps: bounded(int, ge=1, le=10**7) = 300
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = Field(
+        0.005, description="relax_ions: converged when every force is below this")
+    max_steps: bounded(int, ge=1, le=10**7) = Field(
+        300, description="relax_ions: FIRE steps at most per strained cell; unconverged points are reported")
     relax: CellRelaxSpec | None = Field(CellRelaxSpec(fmax_eV_A=0.001),
                                         description="relax the cell first (a stress-free reference); null: as given")
 

@@ -41,11 +41,14 @@ class EOSTask(Strict):
     kind: Literal["eos"]
     strain: bounded(gt=0, le=0.2, warn_above=0.1, why="beyond ~10% the fit leaves the EOS form's range") = Field(
         0.04, description="largest linear strain; volumes span (1 -+ strain)^3 V")
-    n_points: bounded(int, ge=5, le=201) = 9
-    eos: EOSForm = "birchmurnaghan"
+    n_points: bounded(int, ge=5, le=201) = Field(
+        9, description="volumes scanned, evenly spaced in linear strain from 1 - strain to 1 + strain")
+    eos: EOSForm = Field("birchmurnaghan", description="equation of state fitted to E(V) (ASE's EquationOfState)")
     relax_positions: Bool = Field(True, description="relax the positions at each volume (cell shape fixed)")
-    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.01
-    max_steps: bounded(int, ge=1, le=10**7) = 300
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = Field(
+        0.01, description="relax_positions: converged when every force is below this")
+    max_steps: bounded(int, ge=1, le=10**7) = Field(
+        300, description="relax_positions: FIRE steps at most per volume; unconverged points are reported")
     relax: CellRelaxSpec | None = Field(None, description="relax the cell before the scan (centres it on V0)")
 
 

@@ -54,13 +54,17 @@ class MDIntegration(Strict):
     """How MD integrates, shared by every task that runs MD (md, diffusion): the ensemble and its
     thermostat and barostat settings, the seed, and the explosion limits."""
 
-    ensemble: EnsembleName = "nvt_langevin"
+    ensemble: EnsembleName = Field(
+        "nvt_langevin", description="ASE integrator: nve; nvt_ Langevin, Nose-Hoover chain or Bussi; npt_ Berendsen, "
+        "MTK (isotropic) or MTK aniso (all cell components)")
     timestep_fs: bounded(gt=0, le=MAX_TIMESTEP_FS, unit="fs", warn_above=5,
-                         why="most integrators lose energy conservation above ~5 fs, sooner with H or Li")
+                         why="most integrators lose energy conservation above ~5 fs, sooner with H or Li") = Field(
+        description="integration time step")
     seed: bounded(int, ge=0, le=2**32 - 1) = Field(0, description="numpy RNG seed for velocities and thermostat noise")
     friction_per_fs: bounded(gt=0, le=10, unit="fs^-1") = Field(0.01, description="Langevin friction")
     tdamp_fs: bounded(gt=0, le=10**6, unit="fs") = Field(100.0, description="thermostat time constant")
-    pressure_GPa: bounded(ge=-1000, le=1000, unit="GPa") = 0.0
+    pressure_GPa: bounded(ge=-1000, le=1000, unit="GPa") = Field(
+        0.0, description="barostat target pressure: npt_ ensembles (and diffusion's density_ps) only")
     pdamp_fs: bounded(gt=0, le=10**7, unit="fs") = Field(1000.0, description="barostat time constant")
     compressibility_per_GPa: bounded(gt=0, le=10, unit="GPa^-1") = Field(
         0.01, description="Berendsen barostat compressibility"
@@ -79,9 +83,12 @@ class MDTask(MDIntegration):
     following a temperature schedule (driver.tasks.md_schedule)."""
 
     kind: Literal["md"]
-    steps: bounded(int, ge=1, le=10**9)
-    temperature_K: Float | list[Float] | TemperatureRamp | TemperaturePoints
-    relax: RelaxSpec | None = None
+    steps: bounded(int, ge=1, le=10**9) = Field(description="MD steps per job")
+    temperature_K: Float | list[Float] | TemperatureRamp | TemperaturePoints = Field(
+        description="target temperature; a list: one job per temperature; a ramp {start, stop, steps} or "
+        "breakpoints {schedule: [[step, K], ...]}: one job following it")
+    relax: RelaxSpec | None = Field(
+        None, description="relax the positions (cell fixed) before velocities are drawn; null: start as given")
 
     @field_validator("temperature_K", mode="before")
     @classmethod

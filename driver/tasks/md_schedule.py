@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from ase.md.md import MolecularDynamics
-from pydantic import ValidationError, ValidationInfo, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 
 from driver.ensembles import of_integrator
 from driver.errors import SimulationError
@@ -28,9 +28,10 @@ Kelvin = bounded(gt=0, le=MAX_TEMPERATURE_K, unit="K")
 class TemperatureRamp(Strict):
     """`temperature_K: {start: 300, stop: 1200, steps: 5000}`: linear over `steps`, then held."""
 
-    start: Kelvin
-    stop: Kelvin
-    steps: bounded(int, ge=1, le=10**9)
+    start: Kelvin = Field(description="target temperature at step 0")
+    stop: Kelvin = Field(description="target temperature reached at `steps`, held after")
+    steps: bounded(int, ge=1, le=10**9) = Field(description="MD steps over which the target goes linearly from "
+                                                "start to stop")
 
     @field_validator("stop")
     @classmethod
@@ -49,7 +50,8 @@ class TemperaturePoints(Strict):
     """`temperature_K: {schedule: [[0, 300], [5000, 1200], [15000, 300]]}`: [step, K] breakpoints,
     linear between them, the last one held."""
 
-    schedule: list[tuple[Int, Float]]
+    schedule: list[tuple[Int, Float]] = Field(
+        description="[step, K] breakpoints from step 0, steps increasing; linear between them, the last held")
 
     @field_validator("schedule")
     @classmethod

@@ -61,24 +61,36 @@ class NEBTask(EndpointsSpec):
     endpoints (`final`, `vacancy_hop` or `interstitial_hop`) are driver.tasks.neb_endpoints'."""
 
     kind: Literal["neb"]
-    relax_endpoints: Bool = True
-    endpoint_fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.02
-    endpoint_max_steps: bounded(int, ge=1, le=10**7) = 500
+    relax_endpoints: Bool = Field(True, description="relax both endpoints' positions (cell fixed, FIRE) before "
+                                  "the band is interpolated")
+    endpoint_fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = Field(
+        0.02, description="an endpoint's relaxation is converged when every force is below this")
+    endpoint_max_steps: bounded(int, ge=1, le=10**7) = Field(
+        500, description="FIRE steps at most per endpoint; unconverged, the band starts from the last structure")
     endpoint_max_shift_fraction: bounded(gt=0, le=10) = Field(
         0.3, description="a job is suspect when relaxing an endpoint moves the hopping atom by more than this "
         "fraction of the hop length")
     n_images: bounded(int, ge=1, le=MAX_IMAGES) = Field(5, description="intermediate images")
-    interpolation: Literal["idpp", "linear"] = "idpp"
-    climb: Bool = True
-    method: Literal["improvedtangent", "aseneb", "eb", "spline", "string"] = "improvedtangent"
-    optimizer: Literal["fire", "bfgs", "ode"] = "fire"
-    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.05
-    max_steps: bounded(int, ge=1, le=10**7) = 500
-    spring_constant_eV_A2: bounded(gt=0, le=100, unit="eV/Å^2") = 0.1
+    interpolation: Literal["idpp", "linear"] = Field(
+        "idpp", description="initial band between the endpoints (minimum image): idpp (image-dependent pair "
+        "potential) or linear")
+    climb: Bool = Field(True, description="climbing image: the highest image climbs to the saddle point")
+    method: Literal["improvedtangent", "aseneb", "eb", "spline", "string"] = Field(
+        "improvedtangent", description="ASE's NEB method: improvedtangent (Henkelman-Jónsson tangent), aseneb "
+        "(ASE's legacy), eb (full spring force), spline or string (Makri et al.)")
+    optimizer: Literal["fire", "bfgs", "ode"] = Field(
+        "fire", description="band optimizer: ASE's FIRE or BFGS, or ode (ASE's NEBOptimizer, ODE method)")
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = Field(
+        0.05, description="the band is converged when its largest image force (ASE's NEB residual) is below this")
+    max_steps: bounded(int, ge=1, le=10**7) = Field(
+        500, description="optimizer iterations at most; unconverged, the last band is kept and reported so")
+    spring_constant_eV_A2: bounded(gt=0, le=100, unit="eV/Å^2") = Field(
+        0.1, description="spring constant k between neighbouring images (ASE's NEB k)")
     min_distance_A: bounded(gt=0, le=5, unit="Å") = Field(0.5, description="refuse endpoints with two atoms closer")
     batched: Bool | Literal["auto"] = Field("auto", description="all moving images in one model call per "
                                            "iteration; auto: timed both ways on the first iteration, the faster kept")
-    batch_size: bounded(int, ge=1, le=10**5) | None = None
+    batch_size: bounded(int, ge=1, le=10**5) | None = Field(
+        None, description="images per model call at most; null: as many as the memory holds")
     checkpoint_every: bounded(int, ge=1, le=10**7) = Field(
         10, description="NEB iterations between restart checkpoints in the job's file (driver run --resume)")
 

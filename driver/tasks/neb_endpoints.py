@@ -24,18 +24,23 @@ class VacancyHop(Strict):
     """The ion at site `from` hops into the vacancy left by removing the same-species atom at `to`."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
-    species: str
-    from_site: bounded(int, ge=0) = Field(alias="from")
-    to_site: bounded(int, ge=0) | Literal["nearest"] = Field("nearest", alias="to")
+    species: str = Field(description="element of the hopping ion; both sites must hold it")
+    from_site: bounded(int, ge=0) = Field(alias="from", description="index of the hopping atom in the (repeated) "
+                                          "structure")
+    to_site: bounded(int, ge=0) | Literal["nearest"] = Field(
+        "nearest", alias="to", description="index of the atom removed to leave the vacancy; nearest: the closest "
+        "same-species atom (minimum image)")
 
 
 class InterstitialHop(Strict):
     """An extra ion of `species` hops between two interstitial sites (fractional coordinates)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
-    species: str
-    from_fractional: tuple[Fraction, Fraction, Fraction] = Field(alias="from")
-    to_fractional: tuple[Fraction, Fraction, Fraction] = Field(alias="to")
+    species: str = Field(description="element of the added interstitial ion, e.g. Li")
+    from_fractional: tuple[Fraction, Fraction, Fraction] = Field(
+        alias="from", description="fractional coordinates of the initial site in the (repeated) cell")
+    to_fractional: tuple[Fraction, Fraction, Fraction] = Field(
+        alias="to", description="fractional coordinates of the final site; the ion takes the minimum-image path")
 
 
 class EndpointsSpec(Strict):
@@ -43,8 +48,10 @@ class EndpointsSpec(Strict):
     interstitial hop (the NEB task's spec extends this)."""
 
     final: str | None = Field(None, description="final endpoint file; `structure` is then the initial one")
-    vacancy_hop: VacancyHop | None = None
-    interstitial_hop: InterstitialHop | None = None
+    vacancy_hop: VacancyHop | None = Field(
+        None, description="both endpoints from `structure`: an ion hops into a same-species vacancy")
+    interstitial_hop: InterstitialHop | None = Field(
+        None, description="both endpoints from `structure` plus one interstitial ion at two sites")
 
     @field_validator("final")
     @classmethod

@@ -41,20 +41,31 @@ class PhononTask(Strict):
     """Harmonic phonons by finite displacements with phonopy; one job per variant."""
 
     kind: Literal["phonons"]
-    supercell: tuple[Int, Int, Int] | tuple[tuple[Int, Int, Int], tuple[Int, Int, Int], tuple[Int, Int, Int]] | None = None
-    supercell_min_length_A: bounded(gt=0, le=200, unit="Å") | None = None
+    supercell: tuple[Int, Int, Int] | tuple[tuple[Int, Int, Int], tuple[Int, Int, Int], tuple[Int, Int, Int]] | None = Field(
+        None, description="phonopy's supercell: repeats [na, nb, nc] or a 3x3 matrix; exactly one of this and "
+        "supercell_min_length_A")
+    supercell_min_length_A: bounded(gt=0, le=200, unit="Å") | None = Field(
+        None, description="the fewest repeats that make every lattice vector at least this long; exactly one of "
+        "this and supercell")
     displacement_A: bounded(gt=0, le=0.2, unit="Å", warn_below=0.001, warn_above=0.05,
-                            why="too small drowns in numerical noise, too large leaves the harmonic regime") = 0.01
-    symmetry: Bool = True
-    primitive: Literal["auto", "unit_cell"] = "auto"
-    relax: CellRelaxSpec | None = None
+                            why="too small drowns in numerical noise, too large leaves the harmonic regime") = Field(
+        0.01, description="finite displacement of one atom per displaced supercell (phonopy's distance)")
+    symmetry: Bool = Field(True, description="use the crystal's symmetry (phonopy's is_symmetry): fewer displaced "
+                           "supercells; false: every atom displaced")
+    primitive: Literal["auto", "unit_cell"] = Field(
+        "auto", description="primitive cell of the band path, mesh and thermal properties: auto (phonopy finds it) "
+        "or unit_cell (the structure's cell as given)")
+    relax: CellRelaxSpec | None = Field(
+        None, description="relax positions and cell before the displacements; null: the structure as given")
     band_points: bounded(int, ge=2, le=10**4) = Field(51, description="q-points per band-path segment")
     mesh: tuple[MeshDivisions, MeshDivisions, MeshDivisions] | MeshLength = Field(
         30.0, description="DOS/thermal mesh: divisions or a length in Å")
-    t_min_K: bounded(ge=0, le=1e5, unit="K") = 0.0
-    t_max_K: bounded(gt=0, le=1e5, unit="K") = 1000.0
-    t_step_K: bounded(gt=0, le=1e5, unit="K") = 10.0
-    imaginary_tolerance_THz: bounded(gt=0, le=100, unit="THz") = 0.05
+    t_min_K: bounded(ge=0, le=1e5, unit="K") = Field(0.0, description="lowest temperature of the thermal properties")
+    t_max_K: bounded(gt=0, le=1e5, unit="K") = Field(
+        1000.0, description="highest temperature of the thermal properties (above t_min_K)")
+    t_step_K: bounded(gt=0, le=1e5, unit="K") = Field(10.0, description="temperature step of the thermal properties")
+    imaginary_tolerance_THz: bounded(gt=0, le=100, unit="THz") = Field(
+        0.05, description="a frequency below minus this (band path or mesh) is reported as an imaginary mode")
     batched: Bool | Literal["auto"] = Field("auto", description="many supercells per model call; auto: timed both ways on the first call, the faster kept")
     batch_size: bounded(int, ge=1, le=10**5) | None = Field(None, description="displaced supercells per model call")
 

@@ -45,9 +45,11 @@ class RelaxTask(Strict):
     kind: Literal["relax"]
     cell: Bool = Field(False, description="relax the cell too (ASE's FrechetCellFilter)")
     symmetry: Bool = Field(False, description="keep the starting space group (ASE's FixSymmetry)")
-    optimizer: Optimizer = "fire"
-    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = 0.02
-    max_steps: bounded(int, ge=1, le=10**7) = 500
+    optimizer: Optimizer = Field("fire", description="ASE optimizer: fire, bfgs or lbfgs")
+    fmax_eV_A: bounded(gt=0, le=100, unit="eV/Å") = Field(
+        0.02, description="converged when every force (with cell: and the stress x volume) is below this")
+    max_steps: bounded(int, ge=1, le=10**7) = Field(
+        500, description="optimizer steps at most; unconverged, the last structure is kept and reported so")
     pressure_GPa: bounded(ge=-1000, le=1000, unit="GPa") = Field(0.0, description="with cell: the target pressure")
     write_every: bounded(int, ge=1, le=10**7) = Field(1, description="optimizer steps between stored frames")
 

@@ -44,7 +44,8 @@ class SinglePointTask(Strict):
     energy_key: str | None = Field(None, description="info key of the reference energy (default: the usual names)")
     forces_key: str | None = Field(None, description="array key of the reference forces (default: the usual names)")
     chunk_size: bounded(int, ge=1, le=10**5) = Field(16, description="frames per model call and per restart point")
-    batched: Bool | Literal["auto"] = "auto"
+    batched: Bool | Literal["auto"] = Field("auto", description="many frames per model call; auto: timed both "
+                                            "ways on the first call, the faster kept")
 
     @field_validator("frames")
     @classmethod
