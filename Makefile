@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 
 DEVICE ?= gpu
 
-.PHONY: setup run test test-slow bench bench-torchsim lint clean sif sif-cpu test-image gpu-wheels gpu-check
+.PHONY: setup run test test-slow bench bench-torchsim lint docs docs-figures docs-screenshots docs-howtos clean sif sif-cpu test-image gpu-wheels gpu-check
 
 setup: $(STAMP)
 
@@ -32,7 +32,7 @@ test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The random-kill campaign (tests/test_kill_campaign.py): real runs SIGKILLed at random instants
-# and resumed, counts written to bench/kill_campaign.json (README: "Kill at any instant").
+# and resumed, counts written to bench/kill_campaign.json (docs/explanation/restart.md).
 test-slow: setup
 	$(BIN)/python -m pytest -m slow -s $(PYTEST_ARGS)
 
@@ -61,6 +61,32 @@ lint: setup
 	$(BIN)/python -m pip install --quiet -c containers/constraints.txt ruff
 	$(BIN)/ruff check driver tests bench
 	$(BIN)/lint-imports --no-cache
+
+# The documentation site (mkdocs.yml, docs/): the generated reference pages must equal what the
+# code generates now (docs/generate.py --check; `python docs/generate.py` rewrites them), then
+# `mkdocs build --strict` into build/site (a broken link or anchor fails it).
+DOCS_TOOLS := mkdocs mkdocs-material mkdocstrings mkdocstrings-python
+docs: setup
+	$(BIN)/python -m pip install --quiet -c containers/constraints.txt $(DOCS_TOOLS)
+	$(BIN)/python docs/generate.py --check
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+	@echo "make docs: build/site/index.html"
+
+# Every how-to page's commands, run as written (docs/howtos.py; HOWTOS_ARGS="--skip diffusion"
+# leaves out the 12-minute study); docs-figures: the same, then the figures the pages show are
+# copied from what the commands wrote into docs/figures (about 20 minutes on 2 cores).
+HOWTOS_ARGS ?=
+docs-howtos: setup
+	$(BIN)/python docs/howtos.py $(HOWTOS_ARGS)
+
+docs-figures: setup
+	$(BIN)/python docs/howtos.py --figures
+
+# Every page of the built site opened in headless Chromium (Debian's chromium package) and
+# screenshotted into build/screenshots, with checks that its code blocks, tables and images render
+
+docs-screenshots: docs
+	$(BIN)/python docs/screenshots.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache build

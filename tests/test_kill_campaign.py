@@ -2,7 +2,7 @@
 instants, many times over, each followed by `driver run --resume` (itself killed at random now
 and then), and require the uninterrupted run's results bit for bit.
 
-Its counts go to the README ("Kill at any instant"); DRIVER_KILL_CAMPAIGN sets how many trials
+Its counts go to docs/explanation/restart.md; DRIVER_KILL_CAMPAIGN sets how many trials
 (default 45), DRIVER_KILL_SEED the instants."""
 
 from __future__ import annotations

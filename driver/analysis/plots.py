@@ -126,16 +126,19 @@ def plot_arrhenius(path: Path, points: list[ArrheniusPoint], fits: dict[str, Arr
     plt = pyplot()
     figure, axis = plt.subplots(figsize=(5.8, 4.2), dpi=110)
     markers = {"raw": "o", "corrected": "s"}
+    every = sorted({p.series for p in points} | {s for s, _, _ in upper_bounds})
+    colours = {series: f"C{i}" for i, series in enumerate(every)}  # a series' points and bounds alike
     for series in sorted({s for s, _, _ in upper_bounds}):
         mine = [(t, bound) for s, t, bound in upper_bounds if s == series]
-        axis.plot([1000 / t for t, _ in mine], [bound for _, bound in mine], "v", markerfacecolor="none",
-                  markersize=8, label=f"{series}: not diffusive, D below")
+        axis.plot([1000 / t for t, _ in mine], [bound for _, bound in mine], "v", color=colours[series],
+                  markerfacecolor="none", markersize=8, label=f"{series}: not diffusive, D below")
     for series in sorted({p.series for p in points}):
         mine = sorted((p for p in points if p.series == series), key=lambda p: p.temperature_K)
         x = np.array([1000 / p.temperature_K for p in mine])
         median = np.array([p.median for p in mine])
         errors = [median - np.array([p.low for p in mine]), np.array([p.high for p in mine]) - median]
-        line = axis.errorbar(x, median, yerr=errors, fmt=markers.get(series.split()[0], "^"), capsize=3, label=series)
+        line = axis.errorbar(x, median, yerr=errors, fmt=markers.get(series.split()[0], "^"), capsize=3, label=series,
+                             color=colours[series])
         fit = fits.get(series)
         if fit is not None:
             top = 1000 / extend_to_K if extend_to_K else x.max()
