@@ -25,6 +25,7 @@ def _module(name: str):
 
 
 generate = _module("generate")
+howtos = _module("howtos")
 
 
 def test_the_committed_reference_pages_are_what_the_code_generates():
@@ -76,7 +77,6 @@ def test_every_task_kind_has_its_results_with_units_in_the_output_reference():
 
 
 def _driver_commands(page: Path) -> list[list[str]]:
-    howtos = _module("howtos")
     commands = []
     for line in howtos.commands(page).splitlines():
         line = line.split(" #")[0].strip()
@@ -109,7 +109,6 @@ def test_each_how_to_commands_parse_with_todays_command_line(page):
 
 
 def test_each_figure_a_page_shows_is_made_by_a_how_to():
-    howtos = _module("howtos")
     shown = {m for page in DOCS.rglob("*.md") for m in re.findall(r"\(\.\./figures/([\w-]+)\.png\)", page.read_text())}
     assert shown == set(howtos.FIGURE_SOURCES)
     for figure in shown:

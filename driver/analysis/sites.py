@@ -85,8 +85,9 @@ def count_hops(positions_A: np.ndarray, cells_A: np.ndarray, frame_fs: float | N
     learn = block >= REST_MIN_FRAMES
     current = np.arange(n_atoms)
     total = 0
-    for start in range(0, len(frames), block if learn else len(frames)):
-        chunk = frames[start:start + block] if learn else frames
+    step = block if learn else len(frames)  # without learning: one pass over every frame
+    for start in range(0, len(frames), step):
+        chunk = frames[start:start + step]
         if learn and len(chunk) >= REST_MIN_FRAMES:
             sites = _learn_sites(positions_A[chunk], cells_A[chunk[len(chunk) // 2]], sites, capture)
         for f in chunk:

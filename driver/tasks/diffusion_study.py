@@ -198,7 +198,7 @@ def _variant_block(temperatures: list[Temperature], confidence: float) -> tuple[
         haven = coldest.haven_samples
         if haven is not None and len(haven):  # measured at the temperature nearest room temperature
             n = min(len(sigma), len(haven))
-            sigma = sigma[:n] / np.resize(haven, n)
+            sigma = sigma[:n] / haven[:n]
             block["haven_ratio"] = _triple(haven, confidence)
             block["conductivity_note"] = haven_note(coldest_temperature.temperature_K, block["haven_ratio"])
         else:
