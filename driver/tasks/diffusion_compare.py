@@ -69,8 +69,9 @@ def compare_section(jobs: list[FinishedJob], options: CompareOptions) -> Compare
             + markdown_table(["variant", "T (K)", "Ea (eV)", "D0 (cm²/s)", f"D({room:g} K) (cm²/s)",
                               f"σ({room:g} K) (S/cm)", "χ² p"], fit_rows))
     section.relations += study_lines(block)
-    section.notes += list(dict.fromkeys(str(v.get("conductivity_note") or HAVEN_NOTE)
-                                        for v in block["variants"].values()))
+    # a variant without an Arrhenius fit has no σ, so nothing to say how σ was made
+    section.notes += [f"{name}: {v.get('conductivity_note') or HAVEN_NOTE}"
+                      for name, v in block["variants"].items() if v.get("arrhenius")]
     section.notes += [f"{t.job}: {t.result.verdict}: {t.result.reason}" for t in study if t.result.reason]
     if options.plots:
         section.plots = _plots(study, fits, options)
