@@ -26,7 +26,7 @@ from enum import StrEnum
 import numpy as np
 
 from driver.analysis.diffusion import msd_time_averaged, unwrap
-from driver.analysis.equilibration import equilibrated_from
+from driver.analysis.equilibration import MAX_FRACTION, equilibrated_from
 from driver.analysis.kinisi_adapter import diffusivity_posterior
 from driver.analysis.sites import HOST_ORDERED_FRACTION, count_hops, host_site_fraction
 
@@ -122,7 +122,7 @@ def _equilibration_index(times_fs: np.ndarray, series: list[np.ndarray], equilib
         index = int(np.searchsorted(times_fs - times_fs[0], equilibration_fs))
     else:
         index = max([equilibrated_from(s) for s in series if s is not None and len(s) == len(times_fs)] + [0])
-    return min(index, len(times_fs) // 2)
+    return min(index, int(len(times_fs) * MAX_FRACTION))  # a given time obeys the same cap as detection
 
 
 def estimate_diffusion(times_fs: np.ndarray, positions_A: np.ndarray, cells_A: np.ndarray, mobile: np.ndarray,
